@@ -1,0 +1,170 @@
+"""Named prompt templates and the fixed phrases that tests and the UI look for.
+
+`build_messages` / `build_prompt` are the one way a prompt is made, for inference and for
+training alike (`medrag.training` calls `build_prompt` and appends the answer), so the model is
+trained on exactly what it later sees. Sources are numbered `[n] Title` and fenced by
+`<sources>` tags, apart from the instructions. Instructions live in the user turn because
+Mistral-Instruct's chat template has no system role.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+CANNOT_ANSWER_PHRASE = "I cannot answer this question from the available sources."
+
+DISCLAIMER = (
+    "General information from the sources shown, not medical advice. "
+    "For advice about your own health, talk to a doctor, nurse or pharmacist."
+)
+
+# Wording follows NHS "When to call 999" (nhs.uk/nhs-services/urgent-and-emergency-care-services/when-to-call-999/),
+# MedlinePlus "Recognizing medical emergencies" (medlineplus.gov/ency/article/001927.htm) and the
+# 988 Suicide & Crisis Lifeline (988lifeline.org). No generation happens for these questions.
+URGENT_CARE_MESSAGE = (
+    "This may be a medical emergency. Call your local emergency number now "
+    "(911 in the US, 999 in the UK, 112 in the EU) or go to the nearest emergency department. "
+    "Do not wait for an online answer. "
+    "If you are thinking about suicide or about harming yourself, call or text 988 in the US, "
+    "or call Samaritans on 116 123 in the UK, or your local crisis line; you can also call your "
+    "emergency number. "
+    'Sources: NHS "When to call 999"; MedlinePlus "Recognizing medical emergencies"; '
+    "988 Suicide & Crisis Lifeline."
+)
+
+GROUNDED_INSTRUCTIONS = """You are MedRAG, a careful medical information assistant.
+Answer the question using only the numbered sources between <sources> and </sources>.
+Rules:
+- Use only facts stated in the sources, never outside knowledge.
+- After each sentence, cite the source it comes from as [n], for example [1] or [2][3].
+- If the sources do not contain the answer, reply exactly: {cannot_answer}
+- Do not diagnose, and give no doses or treatment plans beyond what the sources state.
+- Write in plain language, in a few short sentences or bullet points."""
+
+SOURCE_TEMPLATE = "[{number}] {title}\n{text}"
+
+USER_TEMPLATE = """{instructions}
+
+<sources>
+{sources}
+</sources>
+
+Question: {question}"""
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_FENCE = re.compile(r"</?sources>", re.IGNORECASE)
+
+
+class HasTitleText(Protocol):
+    title: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A source as the prompt sees it: anything with a title and a text will do (a Chunk too)."""
+
+    title: str
+    text: str
+
+
+def format_sources(sources: Sequence[HasTitleText]) -> str:
+    """Number the sources from 1 in the order given (rank order)."""
+    return "\n\n".join(
+        SOURCE_TEMPLATE.format(number=i, title=_clean(s.title), text=_clean(s.text)) for i, s in enumerate(sources, 1)
+    )
+
+
+def _clean(text: str) -> str:
+    # a document must not be able to close the sources fence and speak as the instructions
+    return _FENCE.sub("", text).strip()
+
+
+def build_messages(
+    question: str, sources: Sequence[HasTitleText], history: Sequence[dict[str, str]] | None = None
+) -> list[dict[str, str]]:
+    """Chat messages: earlier turns (user/assistant, alternating), then the grounded question."""
+    user = USER_TEMPLATE.format(
+        instructions=GROUNDED_INSTRUCTIONS.format(cannot_answer=CANNOT_ANSWER_PHRASE),
+        sources=format_sources(sources) if sources else "(no sources)",
+        question=question.strip(),
+    )
+    return [*_alternating(history or []), {"role": "user", "content": user}]
+
+
+def _alternating(history: Sequence[dict[str, str]]) -> list[dict[str, str]]:
+    """Keep complete user->assistant pairs only: Mistral's template requires strict alternation."""
+    turns, pending = [], None
+    for m in history:
+        role, content = m.get("role"), str(m.get("content") or "")
+        if role == "user":
+            pending = content
+        elif role == "assistant" and pending is not None:
+            turns += [{"role": "user", "content": pending}, {"role": "assistant", "content": content}]
+            pending = None
+    return turns
+
+
+def fit_sources(sources: Sequence[HasTitleText], count_tokens: Callable[[str], int], budget: int) -> list[HasTitleText]:
+    """Keep sources in rank order within `budget` tokens; lower-ranked sources go first.
+
+    A source that does not fit is dropped whole, never cut mid-sentence. If even the best source
+    is over budget on its own, it is shortened to the whole sentences that fit.
+    """
+    kept, used = [], 0
+    for i, s in enumerate(sources, 1):
+        cost = count_tokens(SOURCE_TEMPLATE.format(number=i, title=s.title, text=s.text)) + 2
+        if used + cost <= budget:
+            kept.append(s)
+            used += cost
+        elif not kept:
+            trimmed = _whole_sentences(s, count_tokens, budget)
+            if trimmed is not None:
+                kept.append(trimmed)
+                used = budget
+        else:
+            break
+    return kept
+
+
+def _whole_sentences(s: Any, count_tokens: Callable[[str], int], budget: int):
+    text = ""
+    for sentence in _SENTENCE_END.split(s.text):
+        candidate = f"{text} {sentence}".strip()
+        if count_tokens(SOURCE_TEMPLATE.format(number=1, title=s.title, text=candidate)) + 2 > budget:
+            break
+        text = candidate
+    if not text:
+        return None
+    return dataclasses.replace(s, text=text) if dataclasses.is_dataclass(s) else Passage(s.title, text)
+
+
+def build_prompt(
+    tokenizer: Any,
+    question: str,
+    sources: Sequence[HasTitleText],
+    history: Sequence[dict[str, str]] | None = None,
+    context_tokens: int | None = None,
+) -> str:
+    """The prompt string, through the tokenizer's own chat template, ready for generation."""
+    if context_tokens is not None:
+        sources = fit_sources(sources, lambda t: len(tokenizer.encode(t, add_special_tokens=False)), context_tokens)
+    messages = build_messages(question, sources, history)
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+_NUMBERED = re.compile(r"^\[(\d+)\] (.*)$", re.MULTILINE)
+
+
+def parse_numbered_context(context: str) -> list[Passage]:
+    """Split a training context of the form "[1] Title\\ntext\\n\\n[2] ..." into passages."""
+    marks = list(_NUMBERED.finditer(context))
+    out = []
+    for m, nxt in zip(marks, [*marks[1:], None], strict=True):
+        body = context[m.end() : nxt.start() if nxt else len(context)]
+        out.append(Passage(m.group(2).strip(), body.strip()))
+    return out
