@@ -31,6 +31,7 @@ class PipelineConfig:
     embedding_backend: str = "auto"  # auto: onnxruntime when installed (1.6-1.9x faster on CPU), else torch
     embedding_dim: int = 384  # all-MiniLM-L6-v2's output size; an index built otherwise is refused
     embed_batch_size: int = 64  # large enough to keep BLAS busy, small enough to bound padding waste
+    cache_dir: str = str(Path.home() / ".cache" / "medrag")  # the ONNX export of the encoder is kept here
 
     # --- chunking --------------------------------------------------------------------------
     chunk_tokens: int = 256  # all-MiniLM-L6-v2 truncates at 256 word pieces: longer chunks lose text
