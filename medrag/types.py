@@ -85,6 +85,7 @@ class Answer:
     declined: bool = False
     decline_reason: str | None = None  # red_flag | weak_evidence | bad_input | model_declined
     unsupported: list[str] = field(default_factory=list)  # sentences whose cited source does not support them
+    support_rate: float | None = None  # share of claim sentences supported by what they cite
     removed_citations: int = 0  # [n] markers that pointed to no shown source and were removed
     disclaimer: str = ""
     generator: str = ""  # hf | extractive | openai | none
