@@ -1,0 +1,107 @@
+"""ExtractiveGenerator with a bag-of-keywords embedder whose cosines can be worked out by hand."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from medrag.extractive import ExtractiveGenerator
+from medrag.prompts import CANNOT_ANSWER_PHRASE
+from medrag.types import Chunk, Hit
+
+VOCAB = ["diabetes", "insulin", "sugar", "thirst", "asthma", "inhaler", "lung"]
+
+
+class KeywordEmbedder:
+    """The vector of a text counts each VOCAB word in it (not normalised: the generator must do that)."""
+
+    def __init__(self):
+        self.calls: list[list[str]] = []
+
+    def embed(self, texts):
+        self.calls.append(list(texts))
+        words = [re.findall(r"[a-z]+", t.lower()) for t in texts]
+        return np.array([[w.count(v) for v in VOCAB] for w in words], dtype=np.float32)
+
+
+def chunk(n: int, text: str) -> Chunk:
+    return Chunk(f"doc{n}#0", f"doc{n}", f"Title {n}", text)
+
+
+SOURCES = [
+    chunk(
+        1,
+        "Diabetes means the blood sugar is too high. "  # (diabetes, sugar): cos 0.5 with the question
+        "Insulin moves sugar out of the blood. "  # (insulin, sugar): 0.5
+        "Diabetes and insulin are closely linked conditions. "  # (diabetes, insulin): 1.0
+        "People with diabetes often feel strong thirst.",  # (diabetes, thirst): 0.5
+    ),
+    chunk(2, "Asthma affects the lung and airways. An inhaler helps people with asthma."),  # 0.0
+    # (diabetes, insulin, sugar): 2/sqrt(6) = 0.816, and 0.816 to s1.3, so no duplicate; then a 2-word fragment
+    chunk(3, "Type 1 diabetes needs daily insulin injections to control blood sugar. Diabetes insulin!"),
+]
+Q = "How are diabetes and insulin related?"  # (diabetes, insulin)
+
+
+def test_answer_by_hand():
+    g = ExtractiveGenerator(KeywordEmbedder())
+    # by score: s1.3 (1.0), s3.1 (0.816), s1.1 (0.5); s1.2 and s1.4 (0.5) find source 1 full; then 0.0 < 0.3
+    assert g.generate(Q, SOURCES) == (
+        "Diabetes means the blood sugar is too high. [1] "
+        "Diabetes and insulin are closely linked conditions. [1] "
+        "Type 1 diabetes needs daily insulin injections to control blood sugar. [3]"
+    )
+
+
+def test_cites_only_shown_sources_with_verbatim_sentences():
+    g = ExtractiveGenerator(KeywordEmbedder(), max_sentences=10)
+    text = g.generate(Q, SOURCES)
+    pairs = re.findall(r"(.+?) \[(\d+)\](?: |$)", text)
+    assert pairs and " ".join(f"{s} [{n}]" for s, n in pairs) == text
+    for sentence, n in pairs:
+        assert 1 <= int(n) <= len(SOURCES)
+        assert sentence in SOURCES[int(n) - 1].text
+    counts = [n for _, n in pairs]
+    assert counts.count("1") == 2 and "2" not in counts  # at most 2 per source; the asthma source is unrelated
+
+
+def test_deltas_concatenate_and_embed_is_called_once():
+    embedder = KeywordEmbedder()
+    g = ExtractiveGenerator(embedder)
+    deltas = list(g.stream(Q, SOURCES))
+    assert len(deltas) == 3 and deltas[0] == "Diabetes means the blood sugar is too high. [1]"
+    assert len(embedder.calls) == 1 and embedder.calls[0][0] == Q  # question and sentences together
+    assert "".join(deltas) == g.generate(Q, SOURCES)
+
+
+def test_cannot_answer_when_nothing_is_similar():
+    g = ExtractiveGenerator(KeywordEmbedder())
+    assert g.generate("What helps with a sprained ankle?", SOURCES) == CANNOT_ANSWER_PHRASE
+    assert g.generate(Q, []) == CANNOT_ANSWER_PHRASE
+    assert list(g.stream(Q, SOURCES[1:2])) == [CANNOT_ANSWER_PHRASE]
+
+
+def test_threshold_duplicates_and_fragments():
+    duplicate = chunk(4, "Diabetes and insulin are closely linked conditions.")
+    g = ExtractiveGenerator(KeywordEmbedder(), min_similarity=0.8)
+    text = g.generate(Q, [SOURCES[0], duplicate, SOURCES[2]])
+    assert text == (  # [2] repeats [1] word for word (cosine 1.0 > 0.95); the 0.5 sentences are under 0.8
+        "Diabetes and insulin are closely linked conditions. [1] "
+        "Type 1 diabetes needs daily insulin injections to control blood sugar. [3]"
+    )
+    assert "Diabetes insulin!" not in text  # a perfect match, but a fragment under 4 words
+
+
+def test_order_follows_source_rank_then_position():
+    g = ExtractiveGenerator(KeywordEmbedder())
+    text = g.generate(Q, [SOURCES[2], SOURCES[0]])
+    assert text.index("[1]") < text.index("[2]")
+    assert text.index("Diabetes means") < text.index("Diabetes and insulin")
+
+
+def test_hits_are_accepted_and_versions():
+    g = ExtractiveGenerator(KeywordEmbedder())
+    hits = [Hit(c, 1.0) for c in SOURCES]
+    assert g.generate(Q, hits) == g.generate(Q, SOURCES)
+    assert g.versions() == {"generator": "extractive"} and g.name == "extractive"
