@@ -37,7 +37,7 @@ NOT_ADVICE = (
     "incomplete or wrong; a clinician should be consulted about any health question, and urgent symptoms "
     "need emergency care."
 )
-_LOWER_IS_BETTER = re.compile(r"loss|perplexity|ppl|error|latency|seconds|unsupported", re.I)
+_LOWER_IS_BETTER = re.compile(r"loss|perplexity|ppl|error|latency|seconds|unsupported|abstention|failure", re.I)
 
 
 def index_card(manifest: dict, metrics: dict | None = None, attribution: str | None = None) -> str:

@@ -163,6 +163,8 @@ _NUMBERED = re.compile(r"^\[(\d+)\] (.*)$", re.MULTILINE)
 def parse_numbered_context(context: str) -> list[Passage]:
     """Split a training context of the form "[1] Title\\ntext\\n\\n[2] ..." into passages."""
     marks = list(_NUMBERED.finditer(context))
+    if not marks:
+        return []
     out = []
     for m, nxt in zip(marks, [*marks[1:], None], strict=True):
         body = context[m.end() : nxt.start() if nxt else len(context)]
