@@ -1,0 +1,204 @@
+"""`RAGPipeline`: question -> safety -> retrieval -> evidence gate -> generation -> citation check.
+
+The embedder, index, retriever and generator are properties built on first use, so importing
+or constructing a pipeline is cheap and a test can hand in fakes. `stream()` yields growing
+`Answer`s (text so far); the last one carries the citation check, versions and timings.
+`answer()` returns that last one. The pipeline holds no per-request state, so one instance
+serves every visitor of the app concurrently.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from medrag.citations import check_citations
+from medrag.config import PipelineConfig
+from medrag.prompts import CANNOT_ANSWER_PHRASE, DISCLAIMER, URGENT_CARE_MESSAGE
+from medrag.retriever import evidence
+from medrag.safety import check_input, clean_question, detect_red_flag
+from medrag.types import Answer
+
+log = logging.getLogger(__name__)
+
+_FOLLOW_UP = re.compile(
+    r"^(and|or|but|also|what about|how about|for|in|with|is it|are they|does it|can it)\b"
+    r"|\b(it|its|this|that|these|those|they|them|their|he|she|the same)\b",
+    re.IGNORECASE,
+)
+
+
+def retrieval_query(question: str, history: Sequence[dict] | None, turns: int = 1) -> str:
+    """Fold the previous user turn(s) into the query when the question leans on them.
+
+    "and for children?" alone retrieves nothing useful; "what is asthma? and for children?"
+    does. A self-contained question (long, no follow-up cue) is searched as it is.
+    """
+    if not history or turns <= 0:
+        return question
+    previous = [str(m.get("content", "")) for m in history if m.get("role") == "user"][-turns:]
+    if not previous or (len(question.split()) > 8 and not _FOLLOW_UP.search(question)):
+        return question
+    return " ".join([*previous, question])
+
+
+class RAGPipeline:
+    def __init__(
+        self, config: PipelineConfig | None = None, *, embedder=None, index=None, retriever=None, generator=None
+    ):
+        self.config = config or PipelineConfig.from_env()
+        self._embedder, self._index, self._retriever, self._generator = embedder, index, retriever, generator
+        self._lock = threading.RLock()  # first use from several sessions at once builds each part once
+
+    # --- components, loaded on first use --------------------------------------------------
+    @property
+    def embedder(self):
+        with self._lock:
+            if self._embedder is None:
+                from medrag.embedder import TextEmbedder
+
+                self._embedder = TextEmbedder.from_config(self.config)
+            return self._embedder
+
+    @property
+    def index(self):
+        with self._lock:
+            if self._index is None:
+                self._index = load_configured_index(self.config, self.embedder)
+            return self._index
+
+    @property
+    def retriever(self):
+        with self._lock:
+            if self._retriever is None:
+                from medrag.retriever import Retriever
+
+                self._retriever = Retriever(self.index, self.embedder, self.config)
+            return self._retriever
+
+    @property
+    def generator(self):
+        with self._lock:
+            if self._generator is None:
+                from medrag.generator import make_generator
+
+                self._generator = make_generator(self.config, embedder=self.embedder)
+            return self._generator
+
+    def swap(self, *, index=None, generator=None) -> None:
+        """Replace the index or generator for the next questions; answers in flight keep theirs."""
+        with self._lock:
+            if index is not None:
+                self._index, self._retriever = index, None
+            if generator is not None:
+                self._generator = generator
+
+    def versions(self) -> dict[str, str]:
+        v = {"embedding_model": self.config.embedding_model}
+        if self._index is not None:
+            v["embedding_model"] = self._index.manifest.get("embedding_model", v["embedding_model"])
+            v["index"] = self._index.manifest_hash
+        if self._generator is not None:
+            v.update(self._generator.versions())
+        return v
+
+    # --- answering ------------------------------------------------------------------------
+    def answer(self, question: str, history: Sequence[dict] | None = None, **overrides) -> Answer:
+        *_, final = self.stream(question, history, **overrides)
+        return final
+
+    def stream(self, question: str, history: Sequence[dict] | None = None, **overrides) -> Iterator[Answer]:
+        """Yield growing partial answers; overrides: top_k, mode, temperature, max_new_tokens."""
+        t0 = time.perf_counter()
+        cfg = self.config
+        problem = check_input(question or "", cfg.max_question_chars)
+        if problem:
+            yield self._finish(
+                Answer(question or "", problem, kind="invalid", declined=True, decline_reason="bad_input"), t0
+            )
+            return
+        question = clean_question(question)
+        if detect_red_flag(question):
+            yield self._finish(
+                Answer(question, URGENT_CARE_MESSAGE, kind="urgent", declined=True, decline_reason="red_flag"), t0
+            )
+            return
+
+        retriever, generator = self.retriever, self.generator  # pinned for this answer, even if swapped meanwhile
+        query = retrieval_query(question, history, cfg.history_turns)
+        hits = retriever.search(
+            query, k=overrides.get("top_k") or cfg.top_k, mode=overrides.get("mode") or cfg.retrieval_mode
+        )
+        t_retrieved = time.perf_counter()
+        timings = {"retrieval": t_retrieved - t0}
+        versions = {**self.versions(), **generator.versions()}
+        if evidence(hits) < cfg.min_evidence:
+            ans = Answer(
+                question,
+                CANNOT_ANSWER_PHRASE,
+                sources=hits,
+                kind="declined",
+                declined=True,
+                decline_reason="weak_evidence",
+            )
+            yield self._finish(ans, t0, timings, versions)
+            return
+
+        text, info = "", {}
+        gen_kwargs = {k: overrides[k] for k in ("temperature", "max_new_tokens") if overrides.get(k) is not None}
+        for delta in generator.stream(question, [h.chunk for h in hits], history, info=info, **gen_kwargs):
+            if not delta:
+                continue
+            if not text:
+                timings["first_token"] = time.perf_counter() - t0
+            text += delta
+            yield Answer(
+                question, text, sources=hits, generator=generator.name, disclaimer=DISCLAIMER, versions=versions
+            )
+
+        versions.update(info.get("versions", {}))  # the adapter this answer was pinned to
+        report = check_citations(text, hits, self.embedder)
+        ans = Answer(
+            question,
+            report.text.strip() or CANNOT_ANSWER_PHRASE,
+            sources=hits,
+            citations=report.citations,
+            unsupported=report.unsupported,
+            support_rate=report.support_rate,
+            removed_citations=report.removed,
+            generator=generator.name,
+            warnings=list(info.get("warnings", [])),
+        )
+        if CANNOT_ANSWER_PHRASE.rstrip(".") in ans.text:
+            ans.kind, ans.declined, ans.decline_reason = "declined", True, "model_declined"
+        yield self._finish(ans, t0, timings, versions)
+
+    @staticmethod
+    def _finish(ans: Answer, t0: float, timings: dict | None = None, versions: dict | None = None) -> Answer:
+        ans.disclaimer = DISCLAIMER
+        ans.generator = ans.generator or "none"
+        ans.versions = versions or {}
+        ans.timings = {**(timings or {}), "total": time.perf_counter() - t0}
+        ans.timings.setdefault("first_token", ans.timings["total"])
+        return ans
+
+
+def load_configured_index(config: PipelineConfig, embedder=None):
+    """The index the configuration names: a Hub repo, a folder, or the built-in sample corpus."""
+    from medrag.index import VectorIndex
+
+    path = Path(config.index_dir)
+    if config.index_repo:
+        from medrag.hub import download_index
+
+        path = download_index(config.index_repo, config.index_revision).path
+    elif not (path / "manifest.json").exists() and Path(config.sample_docs).is_dir():
+        from medrag.build import ensure_index
+
+        log.info("no index at %s: building it from the sample corpus %s", path, config.sample_docs)
+        ensure_index([config.sample_docs], path, config, embedder=embedder)
+    return VectorIndex.load(path, expect_model=config.embedding_model, expect_dim=config.embedding_dim)

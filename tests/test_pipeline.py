@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from medrag.config import PipelineConfig
+from medrag.index import VectorIndex
+from medrag.pipeline import RAGPipeline, retrieval_query
+from medrag.prompts import CANNOT_ANSWER_PHRASE, DISCLAIMER, URGENT_CARE_MESSAGE
+from medrag.types import Chunk
+
+WORDS = ("asthma", "wheezing", "flu", "virus", "children", "vaccine")
+
+
+class WordEmbedder:
+    """Vector = which of WORDS a text contains, L2-normalised: cosines are checkable by hand."""
+
+    model_id, dim = "fake-words", len(WORDS)
+
+    def embed(self, texts, **_):
+        bags = [set(re.findall(r"[a-z]+", t.lower())) for t in texts]
+        v = np.array([[float(w in b) for w in WORDS] for b in bags], dtype=np.float32)
+        n = np.linalg.norm(v, axis=1, keepdims=True)
+        return v / np.where(n == 0, 1, n)
+
+
+CHUNKS = [
+    Chunk(id="a#0", doc_id="a", title="Asthma", text="Asthma causes wheezing. Asthma is common.", url="https://a"),
+    Chunk(
+        id="f#0",
+        doc_id="f",
+        title="Flu",
+        text="The flu is caused by a virus. A vaccine lowers the risk.",
+        url="https://f",
+    ),
+    Chunk(
+        id="c#0",
+        doc_id="c",
+        title="Flu in children",
+        text="Children with the flu need rest and fluids.",
+        url="https://c",
+    ),
+]
+
+
+class SpyGenerator:
+    name = "spy"
+
+    def __init__(self, reply: str):
+        self.reply, self.calls = reply, []
+
+    def stream(self, question, sources, history=None, *, info=None, **kw):
+        self.calls.append((question, [s.id for s in sources]))
+        if info is not None:
+            info["versions"] = {"adapter": "me@abc"}
+            info["warnings"] = ["trimmed"]
+        yield from re.findall(r"\S+\s*", self.reply)
+
+    def versions(self):
+        return {"generator": "spy"}
+
+
+def make(reply="Asthma causes wheezing. [1]", **cfg) -> tuple[RAGPipeline, SpyGenerator]:
+    emb = WordEmbedder()
+    index = VectorIndex.build(
+        CHUNKS,
+        emb.embed([c.embed_text for c in CHUNKS]),
+        model_id=emb.model_id,
+        dim=emb.dim,
+        chunker={},
+        corpus_sha256="x",
+    )
+    gen = SpyGenerator(reply)
+    config = PipelineConfig(top_k=2, min_evidence=0.3, **cfg)
+    return RAGPipeline(config, embedder=emb, index=index, generator=gen), gen
+
+
+def test_stream_grows_and_the_final_answer_is_checked():
+    pipe, gen = make("Asthma causes wheezing. [1] Made up claim about elephants here. [9]")
+    partials = list(pipe.stream("Does asthma cause wheezing?"))
+    texts = [p.text for p in partials[:-1]]
+    assert len(texts) > 3 and all(b.startswith(a) for a, b in zip(texts, texts[1:], strict=False))
+    final = partials[-1]
+    assert final.kind == "answer" and not final.declined
+    assert final.text == "Asthma causes wheezing. [1] Made up claim about elephants here."
+    assert final.removed_citations == 1
+    assert final.unsupported == ["Made up claim about elephants here."]
+    assert final.cited_numbers == [1] and final.sources[0].chunk.doc_id == "a"
+    assert final.versions["adapter"] == "me@abc" and final.versions["embedding_model"] == "fake-words"
+    assert final.warnings == ["trimmed"] and final.disclaimer == DISCLAIMER
+    assert {"retrieval", "first_token", "total"} <= final.timings.keys()
+    assert gen.calls[0][0] == "Does asthma cause wheezing?" and gen.calls[0][1][0] == "a#0"
+
+
+def test_red_flag_answers_with_the_urgent_message_and_no_generation():
+    pipe, gen = make()
+    ans = pipe.answer("My father has crushing chest pain and can't breathe")
+    assert ans.kind == "urgent" and ans.text == URGENT_CARE_MESSAGE and ans.decline_reason == "red_flag"
+    assert gen.calls == [] and ans.sources == []
+
+
+def test_weak_evidence_declines_without_calling_the_generator():
+    pipe, gen = make()
+    ans = pipe.answer("What is the capital of France?")
+    assert ans.kind == "declined" and ans.text == CANNOT_ANSWER_PHRASE and ans.decline_reason == "weak_evidence"
+    assert gen.calls == []
+
+
+@pytest.mark.parametrize("bad", ["", "   \n ", "x" * 1001, "asthma\x00?", "what\x07 is asthma"])
+def test_bad_input_gets_a_message_and_no_work(bad):
+    pipe, gen = make()
+    ans = pipe.answer(bad)
+    assert ans.kind == "invalid" and ans.declined and ans.decline_reason == "bad_input"
+    assert ans.text and gen.calls == []
+
+
+def test_model_that_declines_is_marked_declined():
+    pipe, _ = make(CANNOT_ANSWER_PHRASE)
+    ans = pipe.answer("Does asthma cause wheezing?")
+    assert ans.declined and ans.decline_reason == "model_declined"
+
+
+def test_follow_up_question_carries_the_previous_turn():
+    history = [{"role": "user", "content": "What is the flu?"}, {"role": "assistant", "content": "A virus. [1]"}]
+    assert retrieval_query("and for children?", history) == "What is the flu? and for children?"
+    long_question = "What are the long term effects of asthma on adult lung function?"
+    assert retrieval_query(long_question, history) == long_question
+    assert retrieval_query("and for children?", None) == "and for children?"
+    pipe, gen = make()
+    pipe.answer("and for children?", history=history)
+    assert gen.calls[0][1][0] == "c#0"
+
+
+def test_overrides_reach_retrieval():
+    pipe, _ = make()
+    assert len(pipe.answer("Does asthma cause wheezing?", top_k=1).sources) == 1
+    assert pipe.answer("Does asthma cause wheezing?", mode="bm25").sources[0].retrievers == ("bm25",)
+
+
+def test_nothing_heavy_loads_on_construction_or_import():
+    pipe = RAGPipeline(PipelineConfig(index_dir="/nonexistent"))
+    assert pipe._embedder is None and pipe._index is None and pipe._generator is None
+    code = "import sys, medrag.pipeline; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
