@@ -20,7 +20,14 @@ from pathlib import Path
 from medrag.errors import MedRAGError
 
 RETRIEVAL_METRICS = ("hit@1", "hit@5", "hit@10", "recall@10", "mrr", "ndcg@10")
-ANSWER_METRICS = ("citation_precision", "support_rate", "abstention_rate", "red_flag_precision", "red_flag_recall")
+ANSWER_METRICS = (
+    "citation_precision",
+    "support_rate",
+    "abstention_rate",
+    "red_flag_precision",
+    "red_flag_recall",
+    "red_flags_raised",
+)
 
 
 @dataclass
@@ -132,7 +139,9 @@ def red_flag_scores(pairs: Iterable[tuple[bool, bool]]) -> dict[str, float | Non
 
 def format_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
     """{mode: {group: {metric: value, "n": n}}} -> a Markdown table, one row per mode and group."""
-    metrics = [m for m in (*RETRIEVAL_METRICS, *ANSWER_METRICS) if any(m in r for g in results.values() for r in g.values())]
+    metrics = [
+        m for m in (*RETRIEVAL_METRICS, *ANSWER_METRICS) if any(m in r for g in results.values() for r in g.values())
+    ]
     lines = ["| mode | source | n | " + " | ".join(metrics) + " |", "|" + " --- |" * (len(metrics) + 3)]
     for mode, groups in results.items():
         for group, row in groups.items():

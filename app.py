@@ -1,0 +1,311 @@
+"""MedRAG's Gradio app: Chat, Sources and About tabs, share links and a JSON `/ask` endpoint.
+
+hysts' Space pattern: settings from the environment at the top, the pipeline built and warmed at
+start-up, one `@spaces.GPU` generator around the model call only, then the Blocks, then
+`demo.queue(...).launch()`. `build_demo(pipeline)` holds no launch concerns, so the Hub-refresh
+code can serve the same Blocks through `WebhooksServer`; pass it `**launch_kwargs()`.
+Every per-visitor value (chat history, latest answer) lives in `gr.State`, never in a global.
+Run it: `bash scripts/demo.sh` (serves http://127.0.0.1:7860).
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import os
+import time
+from collections.abc import Iterator
+
+import gradio as gr
+import spaces  # before medrag (and torch): ZeroGPU must be set up before CUDA is touched
+
+from medrag.config import PipelineConfig
+from medrag.errors import MedRAGError
+from medrag.pipeline import RAGPipeline
+from medrag.prompts import DISCLAIMER
+from medrag.ui import answer_json, answer_markdown, sources_html, status_markdown
+
+log = logging.getLogger("medrag.app")
+
+MAX_CONCURRENCY = int(os.getenv("MEDRAG_MAX_CONCURRENCY", "4"))  # answers computed at once; the rest wait in line
+QUEUE_SIZE = int(os.getenv("MEDRAG_QUEUE_SIZE", "64"))  # visitors waiting beyond this are told to retry
+GPU_DURATION = int(os.getenv("MEDRAG_GPU_DURATION", "60"))  # ZeroGPU seconds per answer: 512 tokens of a 4-bit 7B
+SERVER_NAME = os.getenv("GRADIO_SERVER_NAME", "127.0.0.1")  # Spaces set 0.0.0.0 here
+SERVER_PORT = int(os.getenv("GRADIO_SERVER_PORT", "7860"))
+HISTORY_MESSAGES = 6  # chat turns handed back to the pipeline: three questions and answers
+MODES = ["hybrid", "dense", "bm25"]
+EXAMPLES = [
+    "What are the symptoms of asthma?",
+    "How can I lower my blood pressure?",
+    "When should a child with a fever see a doctor?",
+    "How is strep throat different from a cold?",
+]
+FONTS = ["ui-sans-serif", "system-ui", "Segoe UI", "Roboto", "Helvetica", "Arial", "sans-serif"]  # no web-font fetch
+MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"]
+GENERIC_ERROR = "Something went wrong answering this question; please try again."
+
+CSS = """
+.urgent { border: 2px solid #c62828; background: #fdecea; color: #7f1d1d; border-radius: 8px; padding: 10px 14px; }
+.declined { border-left: 4px solid #9ca3af; background: #f3f4f6; color: #4b5563; border-radius: 6px; padding: 8px 12px; }
+.thinking { color: #6b7280; font-style: italic; }
+#chatbot .message-content a { color: var(--color-accent); font-weight: 600; text-decoration: none; }
+#chatbot .message-content a:hover { text-decoration: underline; }
+#disclaimer { font-size: 0.85em; opacity: 0.8; }
+#ask-row, #share-row { align-items: center; }
+#share-link textarea, #share-link input { font-size: 0.8em; }
+.sources .source-list { padding-left: 0; list-style: none; }
+.sources .source { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 10px 14px; margin: 0 0 12px; }
+.sources .source.cited { border-left: 4px solid var(--color-accent); }
+.sources .rank { font-weight: 700; margin-right: 4px; }
+.sources .badge { font-size: 0.75em; background: var(--color-accent-soft); border-radius: 999px; padding: 1px 8px; margin-left: 6px; }
+.sources .source-url { font-size: 0.8em; color: var(--body-text-color-subdued); word-break: break-all; }
+.sources .source-meta { font-size: 0.8em; color: var(--body-text-color-subdued); margin: 2px 0 6px; }
+.sources .source-text { white-space: pre-wrap; margin: 0; line-height: 1.5; }
+.sources mark { background: #fff0a6; color: inherit; padding: 0 1px; border-radius: 2px; }
+"""
+
+# Copy link: build the absolute link in the browser (the server does not know the public origin).
+LINK_JS = """(q) => q ? location.origin + location.pathname + '?q=' + encodeURIComponent(q) : ''"""
+COPY_JS = """(q) => {
+  if (!q) return '';
+  const link = location.origin + location.pathname + '?q=' + encodeURIComponent(q);
+  if (navigator.clipboard) navigator.clipboard.writeText(link).catch(() => {});
+  return link;
+}"""
+
+
+# --- the model call, the only code that runs on the GPU ---------------------------------------
+_GPU_GENERATORS: dict[int, object] = {}  # generators the GPU function may call, by id: models are never pickled
+
+
+@spaces.GPU(duration=GPU_DURATION)
+def _generate_on_gpu(key: int, question: str, chunks: list, history: list, kwargs: dict) -> Iterator[str]:
+    yield from _GPU_GENERATORS[key].stream(question, chunks, history, **kwargs)
+
+
+class GPUGenerator:
+    """Wraps the HF generator so its `stream` runs inside `@spaces.GPU` (a no-op off Spaces)."""
+
+    def __init__(self, inner):
+        self.inner, self.name, self._key = inner, inner.name, id(inner)
+        _GPU_GENERATORS[self._key] = inner
+
+    def stream(self, question: str, chunks, history=None, **kwargs) -> Iterator[str]:
+        yield from _generate_on_gpu(self._key, question, list(chunks), list(history or []), dict(kwargs))
+
+    def versions(self) -> dict[str, str]:
+        return self.inner.versions()
+
+    @property
+    def last_warnings(self) -> list[str]:
+        return list(getattr(self.inner, "last_warnings", []) or [])
+
+    def __getattr__(self, name: str):  # load_adapter, fallback_reason, ...: the Hub refresh reaches the inner one
+        if name == "inner" or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
+def load_pipeline(config: PipelineConfig | None = None) -> RAGPipeline:
+    """The configured pipeline, warmed up: see `warm_up`."""
+    return warm_up(RAGPipeline(config or PipelineConfig.from_env()))
+
+
+def warm_up(pipeline: RAGPipeline) -> RAGPipeline:
+    """Load everything before the first visitor: embedder, index (the sample one built if missing), generator.
+
+    The HF generator is wrapped so that only its `stream` runs under `@spaces.GPU`.
+    """
+    t0 = time.perf_counter()
+    retriever = pipeline.retriever  # loads the embedder and the index
+    if hasattr(retriever, "search"):
+        retriever.search("warm up", k=1, mode="hybrid")  # the first ONNX run and BM25 query are the slow ones
+    generator = pipeline.generator
+    if hasattr(generator, "load"):
+        generator.load()  # the model weights now, not on the first question (a fallback picks extractive here)
+    if generator.name == "hf" and not isinstance(generator, GPUGenerator):
+        pipeline.swap(generator=GPUGenerator(generator))
+    log.info("pipeline ready in %.1fs (generator: %s)", time.perf_counter() - t0, generator.name)
+    return pipeline
+
+
+# --- the UI ---------------------------------------------------------------------------------
+def build_demo(pipeline: RAGPipeline) -> gr.Blocks:
+    """The Blocks for `pipeline`; launch it with `demo.queue(...).launch(**launch_kwargs())`."""
+    cfg = pipeline.config
+
+    def run(question, chat, history, top_k, mode, temperature, max_new_tokens):
+        """Stream one answer into the chat; yields (chat, history, answer, sources, box, last_q)."""
+        keep, question = gr.skip(), question or ""
+        chat, history = list(chat or []), list(history or [])
+        pending = [
+            *chat,
+            {"role": "user", "content": html.escape(question, quote=False)},
+            _assistant('<span class="thinking">Searching the sources…</span>'),
+        ]
+        yield pending, keep, keep, keep, "", keep
+        overrides = {
+            "top_k": int(top_k),
+            "mode": mode,
+            "temperature": temperature,
+            "max_new_tokens": int(max_new_tokens),
+        }
+        answer = None
+        try:
+            for answer in pipeline.stream(question, history[-HISTORY_MESSAGES:], **overrides):
+                if answer.kind == "invalid":
+                    gr.Warning(answer.text)
+                    yield chat, keep, keep, keep, question, keep
+                    return
+                pending[-1] = _assistant(answer_markdown(answer))
+                yield pending, keep, keep, keep, keep, keep
+        except MedRAGError as e:
+            log.warning("answering %r failed: %s", question, e)
+            yield chat, keep, keep, keep, question, keep
+            raise gr.Error(str(e)) from None
+        except Exception:
+            log.exception("answering %r failed", question)
+            yield chat, keep, keep, keep, question, keep
+            raise gr.Error(GENERIC_ERROR) from None
+        if answer is None:
+            yield chat, keep, keep, keep, question, keep
+            raise gr.Error(GENERIC_ERROR)
+        for warning in answer.warnings:
+            gr.Warning(warning)
+        history += [{"role": "user", "content": answer.question}, {"role": "assistant", "content": answer.text}]
+        yield pending, history[-HISTORY_MESSAGES:], answer, sources_html(answer), keep, answer.question
+
+    def run_from_link(chat, history, top_k, mode, temperature, max_new_tokens, request: gr.Request):
+        """`/?q=...`: ask the question in the link when the page opens."""
+        question = (request.query_params.get("q") or "").strip() if request else ""
+        if not question:
+            yield (gr.skip(),) * 6
+            return
+        yield from run(question, chat, history, top_k, mode, temperature, max_new_tokens)
+
+    def ask(question: str, top_k: int = 5, mode: str = "hybrid") -> dict:
+        """Answer a health question from the indexed sources: answer text, sources, citations, versions, timings."""
+        if mode not in MODES:
+            raise gr.Error(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        try:
+            answer = pipeline.answer(question, None, top_k=max(1, min(10, int(top_k))), mode=mode)
+        except MedRAGError as e:
+            raise gr.Error(str(e)) from None
+        except Exception:
+            log.exception("/ask %r failed", question)
+            raise gr.Error(GENERIC_ERROR) from None
+        return answer_json(answer)
+
+    def clear():
+        return [], [], None, sources_html(None), "", "", ""
+
+    with gr.Blocks(title="MedRAG: cited answers to health questions") as demo:
+        history = gr.State([])  # raw question/answer turns of this visitor, for follow-up questions
+        latest = gr.State(None)  # this visitor's latest Answer
+        gr.Markdown(
+            "# MedRAG\nAnswers to health questions from trusted medical text, with a numbered citation "
+            "for every sentence and the passages beside it.",
+            elem_id="header",
+        )
+        with gr.Tabs():
+            with gr.Tab("Chat", id="chat"):
+                chatbot = gr.Chatbot(
+                    label="MedRAG",
+                    height=440,
+                    buttons=["copy"],
+                    feedback_options=None,
+                    placeholder="Ask a health question, or pick an example below.",
+                    elem_id="chatbot",
+                )
+                with gr.Row(elem_id="ask-row"):
+                    box = gr.Textbox(
+                        placeholder="Ask a health question…",
+                        show_label=False,
+                        container=False,
+                        scale=6,
+                        max_lines=4,
+                        elem_id="question",
+                    )
+                    ask_btn = gr.Button("Ask", variant="primary", scale=1, min_width=90, elem_id="ask")
+                    clear_btn = gr.Button("Clear", variant="secondary", scale=0, min_width=80, elem_id="clear")
+                gr.Markdown(DISCLAIMER, elem_id="disclaimer")
+                gr.Examples(EXAMPLES, inputs=[box], label="Examples")
+                with gr.Row(elem_id="share-row"):
+                    share = gr.Textbox(
+                        show_label=False,
+                        container=False,
+                        placeholder="A link that asks the last question again appears here",
+                        scale=5,
+                        elem_id="share-link",
+                    )
+                    copy_btn = gr.Button("Copy link", size="sm", scale=0, min_width=110, elem_id="copy-link")
+                last_q = gr.Textbox(visible="hidden", elem_id="last-question")
+                with gr.Accordion("Settings", open=False):
+                    with gr.Row():
+                        top_k = gr.Slider(1, 10, value=cfg.top_k, step=1, label="Sources (top-k)")
+                        mode = gr.Radio(
+                            MODES,
+                            value=cfg.retrieval_mode if cfg.retrieval_mode in MODES else "hybrid",
+                            label="Retrieval",
+                        )
+                    with gr.Row():
+                        temperature = gr.Slider(
+                            0.0, 1.0, value=cfg.temperature, step=0.05, label="Temperature (model generator)"
+                        )
+                        max_tokens = gr.Slider(
+                            32, 1024, value=cfg.max_new_tokens, step=32, label="Max new tokens (model generator)"
+                        )
+            with gr.Tab("Sources", id="sources"):
+                sources = gr.HTML(sources_html(None), elem_id="sources")
+            with gr.Tab("About", id="about"):
+                status = gr.Markdown(elem_id="status")
+                refresh = gr.Button("Refresh status", size="sm")
+
+        inputs = [box, chatbot, history, top_k, mode, temperature, max_tokens]
+        outputs = [chatbot, history, latest, sources, box, last_q]
+        # the chat event stays callable (undocumented) so tests and the bench can drive sessions; /ask is the API
+        ask_btn.click(
+            run, inputs, outputs, concurrency_id="answer", api_name="chat", api_visibility="undocumented"
+        ).then(None, [last_q], [share], js=LINK_JS, api_visibility="private")
+        box.submit(run, inputs, outputs, concurrency_id="answer", api_visibility="private").then(
+            None, [last_q], [share], js=LINK_JS, api_visibility="private"
+        )
+        demo.load(run_from_link, inputs[1:], outputs, concurrency_id="answer", api_visibility="private").then(
+            None, [last_q], [share], js=LINK_JS, api_visibility="private"
+        )
+        copy_btn.click(None, [last_q], [share], js=COPY_JS, api_visibility="private")
+        clear_btn.click(
+            clear, None, [chatbot, history, latest, sources, box, last_q, share], api_visibility="private", queue=False
+        )
+        chatbot.clear(  # the chat's own trash button: forget this visitor's history too
+            lambda: clear()[1:],
+            None,
+            [history, latest, sources, box, last_q, share],
+            api_visibility="private",
+            queue=False,
+        )
+        for trigger in (demo.load, refresh.click):
+            trigger(lambda: status_markdown(pipeline), None, status, api_visibility="private", queue=False)
+        gr.api(ask, api_name="ask", concurrency_id="answer")
+    return demo
+
+
+def _assistant(content: str) -> dict:
+    return {"role": "assistant", "content": content}
+
+
+def launch_kwargs() -> dict:
+    """Look and feel, passed at launch in gradio 6 (here and by WebhooksServer.launch)."""
+    return {"css": CSS, "theme": gr.themes.Soft(primary_hue="teal", font=FONTS, font_mono=MONO_FONTS)}
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    demo = build_demo(load_pipeline())
+    demo.queue(default_concurrency_limit=MAX_CONCURRENCY, max_size=QUEUE_SIZE).launch(
+        server_name=SERVER_NAME, server_port=SERVER_PORT, **launch_kwargs()
+    )
+
+
+if __name__ == "__main__":
+    main()

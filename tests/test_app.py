@@ -1,0 +1,354 @@
+"""The app end to end: a real pipeline (extractive, CPU) served on a free port, once per session.
+
+The corpus is the built-in sample plus one note whose text holds `<script>` and `<b>` markup, and
+its index is built into a temporary folder. Clients: gradio_client for `/ask` and for sessions,
+Debian chromium through playwright for the page itself (skipped when chromium is missing).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+import app
+from medrag.config import REPO_ROOT, PipelineConfig
+from medrag.errors import IndexLoadError
+from medrag.prompts import DISCLAIMER
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOT = REPO_ROOT / "docs" / "screenshot.png"
+MARKUP_NOTE = """---
+title: Hiccups <i>markup test</i>
+url: https://example.org/hiccups
+source: MedRAG tests
+---
+Hiccups are sudden, involuntary contractions of the diaphragm, the muscle under the lungs. <script>alert(1)</script>
+Most bouts of hiccups stop on their own within a few minutes, and <b>bold</b> sipping cold water may help them stop.
+"""
+ASTHMA = "What are the symptoms of asthma?"
+BLOOD_PRESSURE = "How can I lower my blood pressure?"
+HICCUPS = "What are hiccups and how do they stop?"
+CHUNK_ID = re.compile(r"<code>([^<]+)</code>")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory, cache_dir):
+    corpus = tmp_path_factory.mktemp("corpus") / "docs"
+    shutil.copytree(REPO_ROOT / "data" / "sample", corpus)
+    (corpus / "hiccups-markup-test.md").write_text(MARKUP_NOTE, encoding="utf-8")
+    config = PipelineConfig(
+        index_dir=str(tmp_path_factory.mktemp("index") / "index"),
+        sample_docs=str(corpus),
+        generator="extractive",
+        cache_dir=str(cache_dir),
+    )
+    return app.load_pipeline(config)
+
+
+@pytest.fixture(scope="session")
+def server(pipeline):
+    demo = app.build_demo(pipeline)
+    port = free_port()
+    demo.queue(default_concurrency_limit=4, max_size=64).launch(
+        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **app.launch_kwargs()
+    )
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+def client(url):
+    from gradio_client import Client
+
+    return Client(url, verbose=False)
+
+
+def chat(c, question: str):
+    """Ask through the Chat tab's event, in `c`'s session; returns (chatbot messages, sources HTML)."""
+    out = c.predict(question, [], 5, "hybrid", 0.2, 512, api_name="/chat")
+    return out[0], out[1]
+
+
+def check_citations(result: dict) -> None:
+    n = len(result["sources"])
+    markers = [int(x) for m in re.finditer(r"\[(\d+(?:,\s*\d+)*)\]", result["answer"]) for x in m.group(1).split(",")]
+    assert markers, result["answer"]
+    assert all(1 <= x <= n for x in markers)
+    assert result["citations"] and all(1 <= c["number"] <= n for c in result["citations"])
+    for c in result["citations"]:
+        if c["span"]:
+            a, b = c["span"]
+            assert 0 <= a < b <= len(result["sources"][c["number"] - 1]["text"])
+
+
+# --- API ------------------------------------------------------------------------------------
+def test_only_ask_and_chat_are_callable_and_only_ask_is_documented(server):
+    info = client(server).view_api(print_info=False, return_format="dict")
+    assert list(info["named_endpoints"]) == ["/ask"]
+
+
+def test_ask_returns_json_with_sources_and_valid_citations(server, pipeline):
+    result = client(server).predict(ASTHMA, 5, "hybrid", api_name="/ask")
+    assert result["kind"] == "answer" and not result["declined"]
+    assert len(result["sources"]) == 5 and result["sources"][0]["doc_id"] == "asthma"
+    assert result["sources"][0]["url"] == "https://medlineplus.gov/asthma.html"
+    assert set(result["sources"][0]) >= {
+        "rank",
+        "title",
+        "url",
+        "doc_id",
+        "chunk_id",
+        "text",
+        "dense_score",
+        "bm25_score",
+        "score",
+        "retrievers",
+    }
+    check_citations(result)
+    assert result["disclaimer"] == DISCLAIMER
+    assert result["versions"]["generator"] == "extractive" and "total" in result["timings"]
+    direct = pipeline.answer(ASTHMA, top_k=5, mode="hybrid")
+    assert [s["chunk_id"] for s in result["sources"]] == [h.chunk.id for h in direct.sources]
+
+
+def test_ask_honours_top_k_and_mode(server):
+    result = client(server).predict(BLOOD_PRESSURE, 2, "bm25", api_name="/ask")
+    assert len(result["sources"]) == 2 and all(s["retrievers"] == ["bm25"] for s in result["sources"])
+
+
+def test_ask_reports_bad_input_and_emergencies_without_errors(server):
+    c = client(server)
+    empty = c.predict("   ", 5, "hybrid", api_name="/ask")
+    assert empty["kind"] == "invalid" and empty["declined"] and empty["answer"]
+    urgent = c.predict("I have crushing chest pain and my left arm is numb", 5, "hybrid", api_name="/ask")
+    assert urgent["kind"] == "urgent" and "emergency" in urgent["answer"] and urgent["sources"] == []
+
+
+def test_two_concurrent_sessions_keep_their_own_sources(server, pipeline):
+    """Two visitors at once, then the same follow-up each: it leans on that session's own history."""
+    follow_up = "and what treatment helps?"
+    clients = {ASTHMA: client(server), BLOOD_PRESSURE: client(server)}
+    results: dict[str, list] = {}
+    barrier = threading.Barrier(2)
+
+    def visit(question: str) -> None:
+        c = clients[question]
+        barrier.wait()
+        first = chat(c, question)[1]
+        barrier.wait()
+        second = chat(c, follow_up)[1]
+        results[question] = [CHUNK_ID.findall(first), CHUNK_ID.findall(second)]
+
+    threads = [threading.Thread(target=visit, args=(q,)) for q in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert results[ASTHMA][0][0].startswith("asthma#")
+    assert results[BLOOD_PRESSURE][0][0].startswith("high-blood-pressure#")
+    for question, (first, second) in results.items():
+        assert first == [h.chunk.id for h in pipeline.answer(question).sources]
+        history = [{"role": "user", "content": question}]
+        assert second == [h.chunk.id for h in pipeline.answer(follow_up, history).sources]
+    assert results[ASTHMA][1] != results[BLOOD_PRESSURE][1]
+
+
+def test_sources_html_escapes_document_markup(server):
+    messages, sources = chat(client(server), HICCUPS)
+    assert 'id="source-1"' in sources and "hiccups-markup-test#0" in sources
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in sources and "<script" not in sources
+    assert "&lt;b&gt;bold&lt;/b&gt;" in sources and "&lt;i&gt;markup test&lt;/i&gt;" in sources
+    assert "<script" not in str(messages)
+
+
+# --- the page, in a real browser ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    if not CHROMIUM.exists():
+        pytest.skip("Debian chromium is missing: apt-get install chromium (scripts/test.sh installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path=str(CHROMIUM),
+            args=CHROMIUM_FLAGS,
+            headless=True,
+            viewport={"width": 1280, "height": 900},
+        )
+        yield context
+        context.close()
+
+
+def ask_in_page(page, question: str) -> None:
+    page.locator("#question textarea").fill(question)
+    page.locator("#ask").click()
+    bot = page.locator('#chatbot [data-testid="bot"]').last
+    bot.locator("a", has_text="[1]").first.wait_for(timeout=30_000)
+
+
+@pytest.mark.browser
+def test_browser_chat_citations_sources_and_screenshot(server, browser):
+    from playwright.sync_api import expect
+
+    page = browser.new_page()
+    page.goto(server)
+    ask_in_page(page, BLOOD_PRESSURE)
+    link = page.locator('#chatbot [data-testid="bot"] a', has_text="[1]").first
+    assert link.get_attribute("href") == "https://medlineplus.gov/highbloodpressure.html"
+    assert DISCLAIMER in page.locator("#disclaimer").inner_text()
+    share = page.locator("#share-link textarea, #share-link input").first
+    expect(share).to_have_value(
+        server + "?q=How%20can%20I%20lower%20my%20blood%20pressure%3F"
+    )  # set when the answer ends
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT))
+
+    page.get_by_role("tab", name="Sources").click()
+    first = page.locator("#sources li#source-1")
+    first.wait_for()
+    assert first.locator("a").first.get_attribute("href") == "https://medlineplus.gov/highbloodpressure.html"
+    assert first.locator("mark").count() >= 1
+    page.close()
+
+
+@pytest.mark.browser
+def test_browser_share_link_asks_on_load(server, browser):
+    page = browser.new_page()
+    page.goto(server + "?q=" + "What%20are%20the%20symptoms%20of%20asthma%3F")
+    page.locator('#chatbot [data-testid="bot"] a', has_text="[1]").first.wait_for(timeout=30_000)
+    assert ASTHMA in page.locator('#chatbot [data-testid="user"]').first.inner_text()
+    page.get_by_role("tab", name="Sources").click()
+    assert page.locator("#sources li#source-1 a").first.get_attribute("href") == "https://medlineplus.gov/asthma.html"
+    page.close()
+
+
+@pytest.mark.browser
+def test_browser_shows_markup_as_text_urgent_and_declined_apart_and_clears(server, browser):
+    page = browser.new_page()
+    page.goto(server)
+    ask_in_page(page, HICCUPS)
+    page.get_by_role("tab", name="Sources").click()
+    sources = page.locator("#sources")
+    sources.locator("li#source-1").wait_for()
+    assert "<script>alert(1)</script>" in sources.inner_text()
+    assert sources.locator("script, b").count() == 0
+    page.get_by_role("tab", name="Chat").click()
+    page.locator("#question textarea").fill("I have crushing chest pain and my left arm is numb")
+    page.locator("#ask").click()
+    page.locator("#chatbot .urgent").wait_for(timeout=30_000)
+    page.locator("#question textarea").fill("What is the airspeed velocity of an unladen swallow?")
+    page.locator("#ask").click()
+    page.locator("#chatbot .declined").wait_for(timeout=30_000)
+    assert "Declined" in page.locator("#chatbot .declined").inner_text()
+    page.locator("#clear").click()
+    page.locator('#chatbot [data-testid="bot"]').first.wait_for(state="detached")
+    page.get_by_role("tab", name="Sources").click()
+    page.locator("#sources", has_text="Ask a question").wait_for()
+    page.close()
+
+
+# --- the GPU wrapper ------------------------------------------------------------------------
+class FakeHF:
+    """Stands in for HFGenerator: streams the question back word by word."""
+
+    name = "hf"
+    last_warnings = ["trimmed"]
+
+    def __init__(self):
+        self.loaded = False
+
+    def load(self):
+        self.loaded = True
+        return self
+
+    def stream(self, question, sources, history=None, **kw):
+        yield from (f"{w} " for w in question.split())
+        yield f"{len(sources)} {len(history or [])} {sorted(kw.items())}"
+
+    def versions(self):
+        return {"base_model": "tiny"}
+
+    def load_adapter(self, adapter, revision="main"):
+        return f"{adapter}@{revision}"
+
+
+def test_warm_up_loads_and_wraps_only_the_hf_generator():
+    from medrag.pipeline import RAGPipeline
+
+    hf = FakeHF()
+    pipeline = app.warm_up(RAGPipeline(PipelineConfig(), retriever=object(), generator=hf))
+    wrapped = pipeline.generator
+    assert isinstance(wrapped, app.GPUGenerator) and wrapped.inner is hf and hf.loaded
+    assert (
+        wrapped.name == "hf" and wrapped.versions() == {"base_model": "tiny"} and wrapped.last_warnings == ["trimmed"]
+    )
+    assert list(wrapped.stream("a b", ["s1"], [{"role": "user", "content": "x"}], max_new_tokens=8)) == [
+        "a ",
+        "b ",
+        "1 1 [('max_new_tokens', 8)]",
+    ]
+    assert wrapped.load_adapter("me/lora", "abc") == "me/lora@abc"  # the Hub refresh reaches the inner generator
+    assert app.warm_up(pipeline).generator is wrapped  # never wrapped twice
+
+    extractive = SimpleNamespace(name="extractive")
+    assert app.warm_up(RAGPipeline(PipelineConfig(), retriever=object(), generator=extractive)).generator is extractive
+
+
+# --- errors ---------------------------------------------------------------------------------
+class BrokenPipeline:
+    """Fails every question: with a user-facing MedRAGError, or with an internal error."""
+
+    def __init__(self, error: Exception):
+        self.config, self.error = PipelineConfig(), error
+
+    def stream(self, question, history=None, **overrides):
+        raise self.error
+        yield  # a generator, like the real one
+
+    def answer(self, question, history=None, **overrides):
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    "error, shown",
+    [
+        (RuntimeError("CUDA error at /secret/path.py line 12"), app.GENERIC_ERROR),
+        (IndexLoadError("No index at data/index: run 'python index_builder.py'"), "No index at data/index"),
+    ],
+)
+def test_errors_reach_visitors_as_short_messages_without_tracebacks(error, shown):
+    from gradio_client.exceptions import AppError
+
+    demo = app.build_demo(BrokenPipeline(error))
+    port = free_port()
+    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        c = client(f"http://127.0.0.1:{port}/")
+        for call in (lambda: c.predict(ASTHMA, 5, "hybrid", api_name="/ask"), lambda: chat(c, ASTHMA)):
+            with pytest.raises(AppError) as info:
+                call()
+            assert shown in str(info.value) and "secret" not in str(info.value) and "Traceback" not in str(info.value)
+    finally:
+        demo.close()
