@@ -2,8 +2,9 @@
 
 hysts' Space pattern: settings from the environment at the top, the pipeline built and warmed at
 start-up, one `@spaces.GPU` generator around the model call only, then the Blocks, then
-`demo.queue(...).launch()`. `build_demo(pipeline)` holds no launch concerns, so the Hub-refresh
-code can serve the same Blocks through `WebhooksServer`; pass it `**launch_kwargs()`.
+`demo.queue(...).launch()`. `build_demo(pipeline)` holds no launch concerns: `main()` hands the
+Blocks to `medrag.refresh.serve`, which adds the Hub webhook (through `WebhooksServer`) when
+MEDRAG_WEBHOOK_SECRET is set, and starts the poll fallback when MEDRAG_POLL_INTERVAL > 0.
 Every per-visitor value (chat history, latest answer) lives in `gr.State`, never in a global.
 Run it: `bash scripts/demo.sh` (serves http://127.0.0.1:7860).
 """
@@ -23,6 +24,7 @@ from medrag.config import PipelineConfig
 from medrag.errors import MedRAGError
 from medrag.pipeline import RAGPipeline
 from medrag.prompts import DISCLAIMER
+from medrag.refresh import Refresher, serve
 from medrag.ui import answer_json, answer_markdown, sources_html, status_markdown
 
 log = logging.getLogger("medrag.app")
@@ -84,7 +86,11 @@ def _generate_on_gpu(key: int, question: str, chunks: list, history: list, kwarg
 
 
 class GPUGenerator:
-    """Wraps the HF generator so its `stream` runs inside `@spaces.GPU` (a no-op off Spaces)."""
+    """Wraps the HF generator so its `stream` runs inside `@spaces.GPU` (a no-op off Spaces).
+
+    On ZeroGPU the GPU calls run in forked worker processes: a worker already running may keep the
+    model (and adapter) it was forked with after a refresh swaps the adapter here; see medrag.refresh.
+    """
 
     def __init__(self, inner):
         self.inner, self.name, self._key = inner, inner.name, id(inner)
@@ -130,8 +136,9 @@ def warm_up(pipeline: RAGPipeline) -> RAGPipeline:
 
 
 # --- the UI ---------------------------------------------------------------------------------
-def build_demo(pipeline: RAGPipeline) -> gr.Blocks:
-    """The Blocks for `pipeline`; launch it with `demo.queue(...).launch(**launch_kwargs())`."""
+def build_demo(pipeline: RAGPipeline, refresher: Refresher | None = None) -> gr.Blocks:
+    """The Blocks for `pipeline` (the About tab reports `refresher`'s checks); launch it with
+    `demo.queue(...).launch(**launch_kwargs())`."""
     cfg = pipeline.config
 
     def run(question, chat, history, top_k, mode, temperature, max_new_tokens):
@@ -285,7 +292,7 @@ def build_demo(pipeline: RAGPipeline) -> gr.Blocks:
             queue=False,
         )
         for trigger in (demo.load, refresh.click):
-            trigger(lambda: status_markdown(pipeline), None, status, api_visibility="private", queue=False)
+            trigger(lambda: status_markdown(pipeline, refresher), None, status, api_visibility="private", queue=False)
         gr.api(ask, api_name="ask", concurrency_id="answer")
     return demo
 
@@ -301,10 +308,11 @@ def launch_kwargs() -> dict:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    demo = build_demo(load_pipeline())
-    demo.queue(default_concurrency_limit=MAX_CONCURRENCY, max_size=QUEUE_SIZE).launch(
-        server_name=SERVER_NAME, server_port=SERVER_PORT, **launch_kwargs()
-    )
+    pipeline = load_pipeline()
+    refresher = Refresher(pipeline)
+    demo = build_demo(pipeline, refresher).queue(default_concurrency_limit=MAX_CONCURRENCY, max_size=QUEUE_SIZE)
+    refresher.start_polling()  # every MEDRAG_POLL_INTERVAL seconds; 0: off
+    serve(demo, refresher, server_name=SERVER_NAME, server_port=SERVER_PORT, **launch_kwargs())
 
 
 if __name__ == "__main__":

@@ -137,8 +137,9 @@ def make_generator(config: PipelineConfig, embedder=None) -> Generator:
         from medrag.hf_generator import HFGenerator
 
         hf = HFGenerator.from_config(config)
-        if choice == "auto" and embedder is not None:
+        if choice == "auto" and embedder is not None:  # a model or adapter that cannot load: extractive answers
             return FallbackGenerator(hf, _extractive(embedder))
+        hf.strict_adapter = False  # hf asked for: an adapter that cannot load leaves the base model answering
         return hf
     return _extractive(embedder)
 

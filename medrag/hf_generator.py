@@ -11,6 +11,9 @@ while a swap waits queue behind it. Shortcut on purpose: peft's `generate(adapte
 would allow true overlap, but its forward hooks are module-global, so two overlapping generations
 with different adapters both run on the later one's (checked with peft 0.21.2); a swap is rare and
 takes seconds, so waiting is the simpler correct choice. Downloads happen before the gate is taken.
+A Hub adapter is fetched through medrag.hub, so versions() names the commit it resolved to
+("user/repo@<sha>"). With `strict_adapter=False` an adapter that cannot be loaded at start-up
+leaves the base model answering alone, and `adapter_error` says why (the app shows it).
 """
 
 from __future__ import annotations
@@ -30,8 +33,6 @@ from medrag.types import Chunk
 
 log = logging.getLogger(__name__)
 
-ADAPTER_FILES = ["adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"]
-
 
 class HFGenerator(Generator):
     name = "hf"
@@ -49,6 +50,7 @@ class HFGenerator(Generator):
         top_p: float = 0.9,
         device: str | None = None,
         stream_timeout: float = 300.0,  # seconds without a new token before the consumer gives up
+        strict_adapter: bool = True,  # False: an adapter that fails in load() leaves the base model alone
     ):
         if not 0 < context_tokens < max_input_tokens:
             raise ConfigError(
@@ -57,8 +59,9 @@ class HFGenerator(Generator):
         self.base_model, self.load_in_4bit, self.device = base_model, load_in_4bit, device
         self.max_input_tokens, self.context_tokens = max_input_tokens, context_tokens
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
-        self.stream_timeout = stream_timeout
+        self.stream_timeout, self.strict_adapter = stream_timeout, strict_adapter
         self.adapter, self.adapter_revision = adapter, adapter_revision  # what load() attaches
+        self.adapter_error: str | None = None  # why the configured adapter is not in use (strict_adapter=False)
         self.active_adapter: str | None = None  # the peft adapter name now in use
         self._adapters: dict[str, str] = {}  # peft adapter name -> "repo@revision"
         self._count = 0
@@ -89,8 +92,14 @@ class HFGenerator(Generator):
                 self._tokenizer = self._load_tokenizer()
                 model = self._lm = self._load_model()
                 if self.adapter:
-                    folder = _resolve_adapter(self.adapter, self.adapter_revision)
-                    model = self._attach(model, folder, f"{self.adapter}@{self.adapter_revision}")
+                    try:
+                        folder, commit = _resolve_adapter(self.adapter, self.adapter_revision)
+                        model = self._attach(model, folder, f"{self.adapter}@{commit}")
+                    except ModelLoadError as e:
+                        if self.strict_adapter:
+                            raise
+                        self.adapter_error = str(e)
+                        log.error("%s; answering with the base model alone", e)
                 self._model = model
         return self
 
@@ -192,11 +201,12 @@ class HFGenerator(Generator):
         ModelLoadError and leaves the current adapter active.
         """
         self.load()
+        if folder is None:  # network stays outside the gate
+            folder, revision = _resolve_adapter(adapter, revision)
         label = f"{adapter}@{revision}"
-        folder = Path(folder) if folder else _resolve_adapter(adapter, revision)  # network stays outside the gate
         with self._gate.exclusive(), self._load_lock:
-            self._model = self._attach(self._model, folder, label)
-            self.adapter, self.adapter_revision = adapter, revision
+            self._model = self._attach(self._model, Path(folder), label)
+            self.adapter, self.adapter_revision, self.adapter_error = adapter, revision, None
         log.info("Adapter %s is now active (%s)", label, self.active_adapter)
         return label
 
@@ -335,23 +345,25 @@ class _SwapGate:
             return self._swapping
 
 
-def _resolve_adapter(adapter: str, revision: str) -> Path:
-    """A local adapter folder as is, else the Hub repo's adapter files at `revision`, downloaded to the cache."""
+def _resolve_adapter(adapter: str, revision: str) -> tuple[Path, str]:
+    """The adapter's folder and the revision to report: a local folder as is (revision unchanged), else the
+    Hub repo's adapter files downloaded by medrag.hub, reported at the commit sha `revision` resolved to."""
     if Path(adapter).expanduser().is_dir():
-        return Path(adapter).expanduser()
+        return Path(adapter).expanduser(), revision
     if _looks_local(adapter):
         raise ModelLoadError(
             f"No adapter folder at {adapter}: check MEDRAG_ADAPTER, or unset it to use the base model alone"
         )
-    try:
-        from huggingface_hub import snapshot_download
+    from medrag.hub import download_adapter
 
-        return Path(snapshot_download(adapter, revision=revision, allow_patterns=ADAPTER_FILES))
-    except Exception as e:
+    try:
+        found = download_adapter(adapter, revision)
+    except MedRAGError as e:  # HubError: says what to do about the repo
         raise ModelLoadError(
-            f"Could not get the adapter {adapter}@{revision}: {_reason(e)}. Check the repo id and revision (private repos "
-            "need HF_TOKEN), point MEDRAG_ADAPTER at a local folder, or unset it to use the base model alone"
+            f"Could not get the adapter {adapter}@{revision}: {_reason(e)}; or unset MEDRAG_ADAPTER to use the base "
+            "model alone"
         ) from e
+    return found.path, found.commit or revision
 
 
 def _looks_local(name: str) -> bool:

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"  # every index folder has one (medrag.index)
 ADAPTER_CONFIG = "adapter_config.json"  # what peft writes beside the adapter weights
+ADAPTER_FILES = [ADAPTER_CONFIG, "adapter_model.safetensors", "adapter_model.bin", "README.md"]  # no checkpoints
 _COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
 _KIND = {"dataset": "dataset", "model": "model", "space": "Space"}
 _URL = {"dataset": "datasets/", "model": "", "space": "spaces/"}
@@ -80,7 +81,7 @@ def download_index(repo: str, revision: str = "main") -> ResolvedFolder:
 
 
 def download_adapter(repo: str, revision: str = "main") -> ResolvedFolder:
-    found = resolve_folder(repo, repo_type="model", revision=revision)
+    found = resolve_folder(repo, repo_type="model", revision=revision, allow_patterns=ADAPTER_FILES)
     _require(found, ADAPTER_CONFIG, f"push an adapter with medrag.hub.push_adapter(folder, '{repo}')")
     return found
 

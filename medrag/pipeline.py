@@ -4,7 +4,9 @@ The embedder, index, retriever and generator are properties built on first use, 
 or constructing a pipeline is cheap and a test can hand in fakes. `stream()` yields growing
 `Answer`s (text so far); the last one carries the citation check, versions and timings.
 `answer()` returns that last one. The pipeline holds no per-request state, so one instance
-serves every visitor of the app concurrently.
+serves every visitor of the app concurrently. `swap()` replaces the index or generator for the
+next questions (medrag.refresh does this on a Hub push); an answer pins the retriever, generator
+and versions it started with. An index from a Hub repo is reported as "repo@<commit sha>".
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from medrag.citations import check_citations
 from medrag.config import PipelineConfig
+from medrag.errors import IndexLoadError
 from medrag.prompts import CANNOT_ANSWER_PHRASE, DISCLAIMER, URGENT_CARE_MESSAGE
 from medrag.retriever import evidence
 from medrag.safety import check_input, clean_question, detect_red_flag
@@ -52,6 +55,7 @@ class RAGPipeline:
     ):
         self.config = config or PipelineConfig.from_env()
         self._embedder, self._index, self._retriever, self._generator = embedder, index, retriever, generator
+        self.index_source: str | None = None  # "repo@commit" when the index came from a Hub repo
         self._lock = threading.RLock()  # first use from several sessions at once builds each part once
 
     # --- components, loaded on first use --------------------------------------------------
@@ -68,7 +72,7 @@ class RAGPipeline:
     def index(self):
         with self._lock:
             if self._index is None:
-                self._index = load_configured_index(self.config, self.embedder)
+                self._index, self.index_source = open_configured_index(self.config, self.embedder)
             return self._index
 
     @property
@@ -89,21 +93,27 @@ class RAGPipeline:
                 self._generator = make_generator(self.config, embedder=self.embedder)
             return self._generator
 
-    def swap(self, *, index=None, generator=None) -> None:
-        """Replace the index or generator for the next questions; answers in flight keep theirs."""
+    def swap(self, *, index=None, generator=None, index_source: str | None = None) -> None:
+        """Replace the index (from `index_source`, "repo@commit", if any) or the generator for the next
+        questions; answers in flight keep theirs."""
         with self._lock:
             if index is not None:
-                self._index, self._retriever = index, None
+                self._index, self._retriever, self.index_source = index, None, index_source
             if generator is not None:
                 self._generator = generator
 
     def versions(self) -> dict[str, str]:
+        """What answers now: embedding model, index ("repo@commit" from the Hub, else its manifest hash), generator."""
+        with self._lock:
+            index, source, generator = self._index, self.index_source, self._generator
         v = {"embedding_model": self.config.embedding_model}
-        if self._index is not None:
-            v["embedding_model"] = self._index.manifest.get("embedding_model", v["embedding_model"])
-            v["index"] = self._index.manifest_hash
-        if self._generator is not None:
-            v.update(self._generator.versions())
+        if index is not None:
+            v["embedding_model"] = index.manifest.get("embedding_model", v["embedding_model"])
+            v["index"] = source or index.manifest_hash
+            if source:
+                v["index_manifest"] = index.manifest_hash
+        if generator is not None:
+            v.update(generator.versions())
         return v
 
     # --- answering ------------------------------------------------------------------------
@@ -128,14 +138,15 @@ class RAGPipeline:
             )
             return
 
-        retriever, generator = self.retriever, self.generator  # pinned for this answer, even if swapped meanwhile
+        with self._lock:  # pinned for this answer, even if swapped meanwhile; the versions name what is pinned
+            retriever, generator = self.retriever, self.generator
+            versions = {**self.versions(), **generator.versions()}
         query = retrieval_query(question, history, cfg.history_turns)
         hits = retriever.search(
             query, k=overrides.get("top_k") or cfg.top_k, mode=overrides.get("mode") or cfg.retrieval_mode
         )
         t_retrieved = time.perf_counter()
         timings = {"retrieval": t_retrieved - t0}
-        versions = {**self.versions(), **generator.versions()}
         if evidence(hits) < cfg.min_evidence:
             ans = Answer(
                 question,
@@ -189,16 +200,49 @@ class RAGPipeline:
 
 def load_configured_index(config: PipelineConfig, embedder=None):
     """The index the configuration names: a Hub repo, a folder, or the built-in sample corpus."""
+    return open_configured_index(config, embedder)[0]
+
+
+def open_configured_index(config: PipelineConfig, embedder=None):
+    """The configured index and where it came from: "repo@commit" for a Hub repo, else None."""
     from medrag.index import VectorIndex
 
-    path = Path(config.index_dir)
     if config.index_repo:
-        from medrag.hub import download_index
-
-        path = download_index(config.index_repo, config.index_revision).path
-    elif not (path / "manifest.json").exists() and Path(config.sample_docs).is_dir():
+        return load_hub_index(config.index_repo, config.index_revision, config)
+    path = Path(config.index_dir)
+    if not (path / "manifest.json").exists() and Path(config.sample_docs).is_dir():
         from medrag.build import ensure_index
 
         log.info("no index at %s: building it from the sample corpus %s", path, config.sample_docs)
         ensure_index([config.sample_docs], path, config, embedder=embedder)
-    return VectorIndex.load(path, expect_model=config.embedding_model, expect_dim=config.embedding_dim)
+    return VectorIndex.load(path, expect_model=config.embedding_model, expect_dim=config.embedding_dim), None
+
+
+def load_hub_index(repo: str, revision: str, config: PipelineConfig):
+    """The index in a Hub dataset repo at `revision`, fully loaded and checked, and "repo@commit".
+
+    Errors name the repo and commit and what to do (the cache path inside the HF cache is no use to a reader).
+    """
+    from medrag.embedder import same_model
+    from medrag.hub import download_index
+    from medrag.index import VectorIndex
+
+    found = download_index(repo, revision)
+    source = f"{repo}@{found.commit}"
+    try:
+        manifest = VectorIndex.read_manifest(found.path)
+        model, dim = manifest.get("embedding_model", "?"), manifest.get("dim")
+        if same_model(str(model), config.embedding_model) and dim == config.embedding_dim:
+            index = VectorIndex.load(found.path, expect_model=config.embedding_model, expect_dim=config.embedding_dim)
+            return index, source
+    except IndexLoadError as e:
+        raise IndexLoadError(
+            f"The index in dataset repo {source} cannot be loaded: {e}; push it again with "
+            f"'python index_builder.py --docs ... --push-to-hub {repo}'"
+        ) from e
+    raise IndexLoadError(
+        f"The index in dataset repo {source} was built with {model} (dim {dim}), but this app embeds questions "
+        f"with {config.embedding_model} (dim {config.embedding_dim}): push an index built with "
+        f"{config.embedding_model} ('python index_builder.py --docs ... --push-to-hub {repo}'), set "
+        f"MEDRAG_EMBEDDING_MODEL={model}, or pin MEDRAG_INDEX_REVISION to a commit that matches"
+    )

@@ -235,6 +235,8 @@ def mode_line(generator) -> str:
     if name == "hf":
         quant = f", {versions['quantization']}" if versions.get("quantization") else ""
         adapter = f" + adapter `{versions['adapter']}`" if versions.get("adapter") else " (no adapter)"
+        if not versions.get("adapter") and getattr(generator, "adapter_error", None):
+            adapter = f" alone: the base model answers without its adapter ({generator.adapter_error})"
         return f"`{versions.get('base_model', '?')}`{adapter} (GPU{quant})"
     details = ", ".join(f"{k} `{v}`" for k, v in versions.items())
     return f"{name}{f' ({details})' if details else ''}"
@@ -280,10 +282,8 @@ def attribution(pipeline, manifest: dict) -> str:
     """Where the loaded corpus comes from, in a sentence or two."""
     cfg = pipeline.config
     if cfg.index_repo:
-        return (
-            f"Index from the Hub dataset repo `{cfg.index_repo}@{cfg.index_revision}`; "
-            "see its dataset card for the sources and their licences."
-        )
+        source = getattr(pipeline, "index_source", None) or f"{cfg.index_repo}@{cfg.index_revision}"
+        return f"Index from the Hub dataset repo `{source}`; see its dataset card for the sources and their licences."
     sample = Path(cfg.sample_docs)
     try:
         is_sample = sample.is_dir() and manifest.get("corpus_sha256") == _sample_sha(
@@ -303,8 +303,29 @@ def attribution(pipeline, manifest: dict) -> str:
     return f"A local corpus indexed into `{cfg.index_dir}`; see that collection's own licence and attribution."
 
 
-def status_markdown(pipeline) -> str:
-    """Mode, index manifest, versions, how it works and data attribution, as markdown."""
+def refresh_lines(refresher) -> list[str]:
+    """How the app hears of new Hub commits, what the last checks found, and the last error with its time."""
+    if refresher is None:
+        return []
+    targets = {kind: refresher.target(kind) for kind in ("adapter", "index")}
+    if not any(targets.values()):
+        return ["**Updates from the Hub:** off (neither MEDRAG_ADAPTER nor MEDRAG_INDEX_REPO names a Hub repo)", ""]
+    webhook = f"webhook `POST {refresher.webhook_path}`" if refresher.webhook_path else "no webhook (no secret set)"
+    poll = f"polling every {refresher.poll_interval:g} s" if refresher.poll_interval else "no polling"
+    lines = [f"**Updates from the Hub:** {webhook} · {poll}"]
+    for kind, target in targets.items():
+        if target is None:
+            continue
+        found = refresher.last_results.get(kind)
+        seen = f": {found.status} at {found.at:%H:%M:%S} UTC" if found else ": not checked yet"
+        lines.append(f"- {kind} `{target[0]}@{target[1]}`{seen}")
+    if refresher.last_error is not None:
+        lines.append(f"- **last refresh error** ({refresher.last_error}); what was in use stays in use")
+    return [*lines, ""]
+
+
+def status_markdown(pipeline, refresher=None) -> str:
+    """Mode, index manifest, versions, Hub updates, how it works and data attribution, as markdown."""
     manifest = read_manifest(pipeline)
     generator = getattr(pipeline, "_generator", None)
     mode = mode_line(generator) if generator is not None else "not loaded yet"
@@ -318,8 +339,10 @@ def status_markdown(pipeline) -> str:
         f"**Mode:** {mode}",
         "",
         "**Index**",
+        *([f"- source: `{pipeline.index_source}`"] if getattr(pipeline, "index_source", None) else []),
         *manifest_lines(manifest),
         "",
+        *refresh_lines(refresher),
         "**Versions:** " + " · ".join(f"{k} {v}" for k, v in versions.items()),
         "",
         "### How it works",

@@ -116,6 +116,14 @@ def test_adapter_round_trip_default_card(hub, adapter_folder):
     assert files_of(adapter_folder) == source  # peft's README in the source is untouched (no write through a link)
 
 
+def test_adapter_download_skips_checkpoints(hub, adapter_folder):
+    (adapter_folder / "checkpoint-10").mkdir()
+    (adapter_folder / "checkpoint-10" / "optimizer.pt").write_bytes(b"\0" * 1024)  # training leftovers
+    push_adapter(adapter_folder, ADAPTER_REPO)
+    found = download_adapter(ADAPTER_REPO)
+    assert sorted(files_of(found.path)) == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
+
+
 def test_revision_pinning(hub, tmp_path):
     first = push_index(write_index(tmp_path / "v1", num_chunks=1), INDEX_REPO)
     second = push_index(write_index(tmp_path / "v2", num_chunks=2), INDEX_REPO)
