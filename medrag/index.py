@@ -47,6 +47,10 @@ faiss.cvar.distance_compute_blas_threshold = 20  # BLAS from 20 queries: ~6x fas
 _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")  # bm25s' (and scikit-learn's) default token pattern
 _STOPWORDS = frozenset(STOPWORDS_EN)
+_QUESTION_WORDS = frozenset(
+    "what which who whom whose when where why how does do did doing done can could should would will shall may might "
+    "must have has had get gets got getting tell know please anyone someone thanks thank hi hello".split()
+)  # words of asking, not of the topic: never a reason to decline
 _STEMMER = Stemmer.Stemmer("english")
 _STEMS: dict[str, str] = {}
 _STEM_LOCK = threading.Lock()  # a PyStemmer object must not be used by two threads at once
@@ -170,6 +174,12 @@ class VectorIndex:
             top = top[np.lexsort((top, -total[top]))]  # score descending, then row: deterministic
             scores[row, : top.size], ids[row, : top.size] = total[top], top
         return scores, ids
+
+    def unknown_words(self, text: str) -> list[str]:
+        """Words of `text` (stopwords aside) that no chunk contains: names the corpus never mentions."""
+        vocab = self.bm25.vocab_dict
+        words = dict.fromkeys(w for w in _TOKEN.findall(text.lower()) if w not in _STOPWORDS | _QUESTION_WORDS)
+        return [w for w in words if analyze(w) and analyze(w)[0] not in vocab]
 
     def vectors(self, ids) -> np.ndarray:
         """The stored unit vectors of rows `ids`, (len(ids), dim) float32."""

@@ -147,10 +147,12 @@ class RAGPipeline:
         )
         t_retrieved = time.perf_counter()
         timings = {"retrieval": t_retrieved - t0}
-        if evidence(hits) < cfg.min_evidence:
+        unknown = retriever.index.unknown_words(question) if cfg.decline_unknown_words else []
+        if evidence(hits) < cfg.min_evidence or unknown:
+            why = f" The sources never mention: {', '.join(unknown)}." if unknown else ""
             ans = Answer(
                 question,
-                CANNOT_ANSWER_PHRASE,
+                CANNOT_ANSWER_PHRASE + why,
                 sources=hits,
                 kind="declined",
                 declined=True,

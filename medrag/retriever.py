@@ -4,6 +4,9 @@ Hybrid ranking is reciprocal rank fusion (Cormack et al., 2009): each retriever 
 1 / (rrf_k + rank) for every chunk in its top `candidate_k`, ranks 1-based. It needs no score
 calibration between cosine and BM25, which live on different scales.
 
+In every mode, the section prior (medrag.sections) then lifts, within one page, the section the
+question asks for ("how to diagnose X" -> "X (exams and tests)") to the top of that page's chunks.
+
 Every returned hit carries its dense cosine, also when only BM25 found it (computed from the
 stored vector), because `evidence()` - the gate that lets generation decline - reads it.
 
@@ -21,6 +24,7 @@ import numpy as np
 from medrag.config import PipelineConfig
 from medrag.errors import ConfigError
 from medrag.index import VectorIndex
+from medrag.sections import chunk_section, chunk_topic, promote, question_sections
 from medrag.types import Hit
 
 MODES = ("dense", "bm25", "hybrid")
@@ -39,6 +43,8 @@ class Retriever:
     def __init__(self, index: VectorIndex, embedder, config: PipelineConfig | None = None):
         self.index, self.embedder = index, embedder  # embedder: anything with embed(texts) -> (n, d) array
         self.config = config or PipelineConfig()
+        self._topics = [chunk_topic(c) for c in index.chunks]  # for the section prior (medrag.sections)
+        self._sections = [chunk_section(c) for c in index.chunks]
 
     evidence = staticmethod(evidence)  # so the pipeline can ask the retriever it holds
 
@@ -57,14 +63,16 @@ class Retriever:
         vecs = self._embed(queries)  # in bm25 mode too: every hit gets its cosine for the evidence gate
         dense = self.index.search_dense(vecs, depth) if mode != "bm25" else None
         bm25 = self.index.search_bm25(queries, depth) if mode != "dense" else None
-        return [self._hits(vecs[i], _column(dense, i), _column(bm25, i), k, mode) for i in range(len(queries))]
+        return [
+            self._hits(queries[i], vecs[i], _column(dense, i), _column(bm25, i), k, mode) for i in range(len(queries))
+        ]
 
     def _embed(self, queries: list[str]) -> np.ndarray:
         if len(queries) == 1 and hasattr(self.embedder, "embed_query"):
             return np.asarray(self.embedder.embed_query(queries[0]), dtype=np.float32)[None, :]
         return np.asarray(self.embedder.embed(queries), dtype=np.float32)
 
-    def _hits(self, vec: np.ndarray, dense: dict, bm25: dict, k: int, mode: str) -> list[Hit]:
+    def _hits(self, query: str, vec: np.ndarray, dense: dict, bm25: dict, k: int, mode: str) -> list[Hit]:
         """Rank one query's candidates ({row: (score, rank)} per retriever) and build its Hits."""
         rows = dense.keys() | bm25.keys()
         if mode == "hybrid":
@@ -75,6 +83,8 @@ class Retriever:
             }
         else:
             score = {r: (dense if mode == "dense" else bm25)[r][0] for r in rows}
+        if self.config.section_prior:
+            score = promote(score, question_sections(query), self._topics, self._sections)
         last = len(self.index) + 1  # a retriever that missed a row ranks it after everything
         key = lambda r: (-score[r], dense.get(r, (0, last))[1], bm25.get(r, (0, last))[1], r)  # noqa: E731
         order = sorted(rows, key=key)[:k]

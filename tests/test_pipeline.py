@@ -106,8 +106,17 @@ def test_red_flag_answers_with_the_urgent_message_and_no_generation():
 def test_weak_evidence_declines_without_calling_the_generator():
     pipe, gen = make()
     ans = pipe.answer("What is the capital of France?")
-    assert ans.kind == "declined" and ans.text == CANNOT_ANSWER_PHRASE and ans.decline_reason == "weak_evidence"
+    assert ans.kind == "declined" and ans.decline_reason == "weak_evidence"
+    assert ans.text == CANNOT_ANSWER_PHRASE + " The sources never mention: capital, france."
     assert gen.calls == []
+
+
+def test_a_word_no_source_contains_declines_even_when_the_rest_matches():
+    pipe, gen = make()
+    ans = pipe.answer("Does zorvatrexil cause asthma wheezing?")
+    assert ans.declined and ans.text.endswith("The sources never mention: zorvatrexil.") and gen.calls == []
+    pipe.config.decline_unknown_words = False
+    assert not pipe.answer("Does zorvatrexil cause asthma wheezing?").declined
 
 
 @pytest.mark.parametrize("bad", ["", "   \n ", "x" * 1001, "asthma\x00?", "what\x07 is asthma"])
