@@ -132,7 +132,7 @@ def _similarities(claims, sources, spans, embedder) -> dict[tuple[int, int, int]
         for j, (a, b) in enumerate(sp):
             keys.append((n, j))
             texts.append(sources[n - 1].chunk.text[a:b])
-    vecs = embedder.embed([*claims, *texts])
+    vecs = getattr(embedder, "embed_cached", embedder.embed)([*claims, *texts])
     c, s = vecs[: len(claims)], vecs[len(claims) :]
     sim = c @ s.T if len(texts) else np.zeros((len(claims), 0))
     return {(i, n, j): float(sim[i, k]) for i in range(len(claims)) for k, (n, j) in enumerate(keys)}

@@ -54,7 +54,12 @@ class ExtractiveGenerator(Generator):
                     candidates.append((i, pos, sentence))
         if not candidates:
             return []
-        vectors = _normalise(np.asarray(self.embedder.embed([question, *(c[2] for c in candidates)]), dtype=np.float32))
+        vectors = _normalise(
+            np.asarray(
+                getattr(self.embedder, "embed_cached", self.embedder.embed)([question, *(c[2] for c in candidates)]),
+                dtype=np.float32,
+            )
+        )
         q, sents = vectors[0], vectors[1:]
         scores = sents @ q
         chosen: list[int] = []

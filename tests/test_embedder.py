@@ -109,3 +109,15 @@ def test_bad_model_paths_and_settings(tmp_path):
         resolve_model_path("no-such-org/no-such-model")  # offline: neither the Hub nor its cache has it
     with pytest.raises(ConfigError, match="auto, onnx, torch"):
         TextEmbedder(backend="tensorflow")
+
+
+def test_embed_cached_matches_embed_and_reuses_vectors(embedder, monkeypatch):
+    texts = ["Asthma narrows the airways.", "Flu is caused by a virus.", "Asthma narrows the airways."]
+    first = embedder.embed_cached(texts)
+    np.testing.assert_allclose(first, embedder.embed(texts), atol=1e-6)
+    calls = []
+    real = embedder.embed
+    monkeypatch.setattr(embedder, "embed", lambda t, **kw: calls.append(list(t)) or real(t, **kw))
+    again = embedder.embed_cached(["Flu is caused by a virus.", "A new sentence here."])
+    assert calls == [["A new sentence here."]]
+    np.testing.assert_allclose(again[0], first[1], atol=1e-6)
