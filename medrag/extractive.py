@@ -2,7 +2,8 @@
 
 The CPU fallback (laptop demo, CI): no language model, so nothing can be made up. Each source is
 split into sentences; the question and every candidate sentence are embedded in one call and
-scored by cosine; the best few are kept (per-source cap, near-duplicates and fragments skipped),
+scored by cosine; the best few are kept (the top-ranked source alone when it supplies enough,
+else all sources with a per-source cap; near-duplicates and fragments skipped),
 put back in source-then-position order, and each is followed by its citation `[n]`. Every
 sentence is a verbatim substring of the source it cites.
 
@@ -36,14 +37,29 @@ class ExtractiveGenerator(Generator):
         per_source: int = 2,  # one long source must not crowd out the others
         duplicate_similarity: float = 0.95,  # overlapping chunks repeat sentences; say each once
         min_words: int = 4,  # shorter pieces are headings or fragments, not statements
+        focus: bool = True,  # answer from the top-ranked source alone when it has enough to say
+        focus_min: int = 2,  # sentences the top source must supply, else all sources compete
     ):
         self.embedder = embedder
         self.max_sentences, self.min_similarity, self.per_source = max_sentences, min_similarity, per_source
         self.duplicate_similarity, self.min_words = duplicate_similarity, min_words
+        self.focus, self.focus_min = focus, focus_min
         self.last_warnings: list[str] = []
 
     def select(self, question: str, sources: Sequence[Chunk]) -> list[tuple[int, str, float]]:
-        """The chosen sentences as (source number, sentence, cosine), in answer order."""
+        """The chosen sentences as (source number, sentence, cosine), in answer order.
+
+        With `focus`, the top-ranked source is tried alone first: one page that answers the
+        question makes a cleaner, more precisely cited answer than quotes from five (and embeds
+        a fifth of the sentences, so the first words stream sooner).
+        """
+        if self.focus and len(sources) > 1:
+            chosen = self._select(question, sources[:1], per_source=self.max_sentences)
+            if len(chosen) >= self.focus_min:
+                return chosen
+        return self._select(question, sources, per_source=self.per_source)
+
+    def _select(self, question: str, sources: Sequence[Chunk], per_source: int) -> list[tuple[int, str, float]]:
         candidates = []  # (source index, position, sentence)
         for i, source in enumerate(sources):
             text = getattr(source, "chunk", source).text  # a Hit works too
@@ -63,17 +79,17 @@ class ExtractiveGenerator(Generator):
         q, sents = vectors[0], vectors[1:]
         scores = sents @ q
         chosen: list[int] = []
-        per_source: dict[int, int] = {}
+        taken: dict[int, int] = {}
         for k in np.argsort(-scores, kind="stable"):
             if len(chosen) == self.max_sentences or scores[k] < self.min_similarity:
                 break
             i = candidates[k][0]
-            if per_source.get(i, 0) >= self.per_source:
+            if taken.get(i, 0) >= per_source:
                 continue
             if chosen and float(np.max(sents[chosen] @ sents[k])) > self.duplicate_similarity:
                 continue
             chosen.append(int(k))
-            per_source[i] = per_source.get(i, 0) + 1
+            taken[i] = taken.get(i, 0) + 1
         chosen.sort(key=lambda k: candidates[k][:2])
         return [(candidates[k][0] + 1, candidates[k][2], float(scores[k])) for k in chosen]
 

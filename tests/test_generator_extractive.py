@@ -45,7 +45,7 @@ Q = "How are diabetes and insulin related?"  # (diabetes, insulin)
 
 
 def test_answer_by_hand():
-    g = ExtractiveGenerator(KeywordEmbedder())
+    g = ExtractiveGenerator(KeywordEmbedder(), focus=False)
     # by score: s1.3 (1.0), s3.1 (0.816), s1.1 (0.5); s1.2 and s1.4 (0.5) find source 1 full; then 0.0 < 0.3
     assert g.generate(Q, SOURCES) == (
         "Diabetes means the blood sugar is too high. [1] "
@@ -55,7 +55,7 @@ def test_answer_by_hand():
 
 
 def test_cites_only_shown_sources_with_verbatim_sentences():
-    g = ExtractiveGenerator(KeywordEmbedder(), max_sentences=10)
+    g = ExtractiveGenerator(KeywordEmbedder(), max_sentences=10, focus=False)
     text = g.generate(Q, SOURCES)
     pairs = re.findall(r"(.+?) \[(\d+)\](?: |$)", text)
     assert pairs and " ".join(f"{s} [{n}]" for s, n in pairs) == text
@@ -68,7 +68,7 @@ def test_cites_only_shown_sources_with_verbatim_sentences():
 
 def test_deltas_concatenate_and_embed_is_called_once():
     embedder = KeywordEmbedder()
-    g = ExtractiveGenerator(embedder)
+    g = ExtractiveGenerator(embedder, focus=False)
     deltas = list(g.stream(Q, SOURCES))
     assert len(deltas) == 3 and deltas[0] == "Diabetes means the blood sugar is too high. [1]"
     assert len(embedder.calls) == 1 and embedder.calls[0][0] == Q  # question and sentences together
@@ -76,7 +76,7 @@ def test_deltas_concatenate_and_embed_is_called_once():
 
 
 def test_cannot_answer_when_nothing_is_similar():
-    g = ExtractiveGenerator(KeywordEmbedder())
+    g = ExtractiveGenerator(KeywordEmbedder(), focus=False)
     assert g.generate("What helps with a sprained ankle?", SOURCES) == CANNOT_ANSWER_PHRASE
     assert g.generate(Q, []) == CANNOT_ANSWER_PHRASE
     assert list(g.stream(Q, SOURCES[1:2])) == [CANNOT_ANSWER_PHRASE]
@@ -84,7 +84,7 @@ def test_cannot_answer_when_nothing_is_similar():
 
 def test_threshold_duplicates_and_fragments():
     duplicate = chunk(4, "Diabetes and insulin are closely linked conditions.")
-    g = ExtractiveGenerator(KeywordEmbedder(), min_similarity=0.8)
+    g = ExtractiveGenerator(KeywordEmbedder(), min_similarity=0.8, focus=False)
     text = g.generate(Q, [SOURCES[0], duplicate, SOURCES[2]])
     assert text == (  # [2] repeats [1] word for word (cosine 1.0 > 0.95); the 0.5 sentences are under 0.8
         "Diabetes and insulin are closely linked conditions. [1] "
@@ -94,14 +94,32 @@ def test_threshold_duplicates_and_fragments():
 
 
 def test_order_follows_source_rank_then_position():
-    g = ExtractiveGenerator(KeywordEmbedder())
+    g = ExtractiveGenerator(KeywordEmbedder(), focus=False)
     text = g.generate(Q, [SOURCES[2], SOURCES[0]])
     assert text.index("[1]") < text.index("[2]")
     assert text.index("Diabetes means") < text.index("Diabetes and insulin")
 
 
 def test_hits_are_accepted_and_versions():
-    g = ExtractiveGenerator(KeywordEmbedder())
+    g = ExtractiveGenerator(KeywordEmbedder(), focus=False)
     hits = [Hit(c, 1.0) for c in SOURCES]
     assert g.generate(Q, hits) == g.generate(Q, SOURCES)
     assert g.versions() == {"generator": "extractive"} and g.name == "extractive"
+
+
+def test_focus_answers_from_the_top_source_when_it_has_enough():
+    embedder = KeywordEmbedder()
+    g = ExtractiveGenerator(embedder, max_sentences=3)
+    # source 1 alone: s1.3 (1.0) then s1.1, s1.2 (0.5, first by position among equals); all cite [1]
+    assert g.generate(Q, SOURCES) == (
+        "Diabetes means the blood sugar is too high. [1] "
+        "Insulin moves sugar out of the blood. [1] "
+        "Diabetes and insulin are closely linked conditions. [1]"
+    )
+    assert len(embedder.calls) == 1 and len(embedder.calls[0]) == 5  # the question and source 1's sentences
+
+
+def test_focus_widens_when_the_top_source_is_off_topic():
+    g = ExtractiveGenerator(KeywordEmbedder())
+    text = g.generate(Q, [SOURCES[1], SOURCES[0], SOURCES[2]])  # the asthma page ranked first
+    assert "[1]" not in text and "[2]" in text and "[3]" in text
