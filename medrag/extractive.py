@@ -38,7 +38,7 @@ class ExtractiveGenerator(Generator):
         duplicate_similarity: float = 0.95,  # overlapping chunks repeat sentences; say each once
         min_words: int = 4,  # shorter pieces are headings or fragments, not statements
         focus: bool = True,  # answer from the top-ranked source alone when it has enough to say
-        focus_min: int = 2,  # sentences the top source must supply, else all sources compete
+        focus_min: int = 1,  # sentences the top source must supply, else all sources compete
     ):
         self.embedder = embedder
         self.max_sentences, self.min_similarity, self.per_source = max_sentences, min_similarity, per_source
