@@ -49,7 +49,8 @@ _TOKEN = re.compile(r"(?u)\b\w\w+\b")  # bm25s' (and scikit-learn's) default tok
 _STOPWORDS = frozenset(STOPWORDS_EN)
 _QUESTION_WORDS = frozenset(
     "what which who whom whose when where why how does do did doing done can could should would will shall may might "
-    "must have has had get gets got getting tell know please anyone someone thanks thank hi hello".split()
+    "must have has had get gets got getting tell know please anyone someone thanks thank hi hello "
+    "i me my mine myself we us our you your yours he him his she her it its they them their".split()
 )  # words of asking, not of the topic: never a reason to decline
 _STEMMER = Stemmer.Stemmer("english")
 _STEMS: dict[str, str] = {}
@@ -175,11 +176,16 @@ class VectorIndex:
             scores[row, : top.size], ids[row, : top.size] = total[top], top
         return scores, ids
 
-    def unknown_words(self, text: str) -> list[str]:
-        """Words of `text` (stopwords aside) that no chunk contains: names the corpus never mentions."""
+    def unknown_words(self, text: str, common=None) -> list[str]:
+        """Words of `text` that no chunk contains: names the corpus never mentions.
+
+        Stopwords and words of asking never count, nor words `common(word)` calls everyday
+        English (the pipeline passes the embedder's vocabulary), so a small corpus that never
+        says "safe" still answers "is it safe...?".
+        """
         vocab = self.bm25.vocab_dict
         words = dict.fromkeys(w for w in _TOKEN.findall(text.lower()) if w not in _STOPWORDS | _QUESTION_WORDS)
-        return [w for w in words if analyze(w) and analyze(w)[0] not in vocab]
+        return [w for w in words if analyze(w) and analyze(w)[0] not in vocab and not (common and common(w))]
 
     def vectors(self, ids) -> np.ndarray:
         """The stored unit vectors of rows `ids`, (len(ids), dim) float32."""

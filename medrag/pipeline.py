@@ -147,7 +147,8 @@ class RAGPipeline:
         )
         t_retrieved = time.perf_counter()
         timings = {"retrieval": t_retrieved - t0}
-        unknown = retriever.index.unknown_words(question) if cfg.decline_unknown_words else []
+        common = getattr(self.embedder, "is_common_word", None)
+        unknown = retriever.index.unknown_words(question, common) if cfg.decline_unknown_words else []
         if evidence(hits) < cfg.min_evidence or unknown:
             why = f" The sources never mention: {', '.join(unknown)}." if unknown else ""
             ans = Answer(

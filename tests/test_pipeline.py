@@ -156,3 +156,14 @@ def test_nothing_heavy_loads_on_construction_or_import():
     code = "import sys, medrag.pipeline; print('torch' in sys.modules, 'transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_unknown_words_skip_pronouns_and_everyday_words():
+    pipe, _ = make()
+    assert pipe.index.unknown_words("Can my kid get zorvatrexil?") == ["kid", "zorvatrexil"]
+    assert pipe.index.unknown_words("Can my kid get zorvatrexil?", common=lambda w: w == "kid") == ["zorvatrexil"]
+
+
+def test_real_vocabulary_tells_everyday_words_from_names(embedder):
+    assert embedder.is_common_word("safe") and embedder.is_common_word("Insurance")
+    assert not embedder.is_common_word("zorvatrexil") and not embedder.is_common_word("kravitz")
