@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from medrag.config import PipelineConfig
+from medrag.documents import jsonl_lines
 from medrag.errors import DocumentError, missing_dependency
 from medrag.prompts import Passage, build_prompt
 
@@ -43,33 +44,25 @@ class PubMedQAItem:
 
 def load_pubmedqa(path: str | Path, limit: int | None = None) -> list[PubMedQAItem]:
     """Read `id, question, contexts, labels, final_decision` lines; the abstract becomes one source."""
-    path = Path(path)
-    if not path.is_file():
-        raise DocumentError(f"No PubMedQA file at {path}: pass the path of eval_pubmedqa_dev.jsonl")
     out = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if limit is not None and len(out) >= limit:
-                break
-            if not line.strip():
-                continue
-            try:
-                d = json.loads(line)
-                decision = d["final_decision"].strip().lower()
-                labels = d.get("labels") or [""] * len(d["contexts"])
-                text = "\n".join(
-                    f"{label.capitalize()}: {ctx}" if label else ctx
-                    for label, ctx in zip(labels, d["contexts"], strict=True)
-                )
-                pmid = str(d.get("id", n)).removeprefix("pqa:")
-                item = PubMedQAItem(str(d.get("id", n)), d["question"], [Passage(f"PMID {pmid}", text)], decision)
-            except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as e:
-                raise DocumentError(
-                    f"{path}:{n}: not a PubMedQA line ({e}): expected question, contexts, labels, final_decision"
-                ) from None
-            if decision not in DECISIONS:
-                raise DocumentError(f"{path}:{n}: final_decision must be yes, no or maybe, not {decision!r}")
-            out.append(item)
+    for n, line in jsonl_lines(path, "PubMedQA file", "pass the path of eval_pubmedqa_dev.jsonl", limit):
+        try:
+            d = json.loads(line)
+            decision = d["final_decision"].strip().lower()
+            labels = d.get("labels") or [""] * len(d["contexts"])
+            text = "\n".join(
+                f"{label.capitalize()}: {ctx}" if label else ctx
+                for label, ctx in zip(labels, d["contexts"], strict=True)
+            )
+            pmid = str(d.get("id", n)).removeprefix("pqa:")
+            item = PubMedQAItem(str(d.get("id", n)), d["question"], [Passage(f"PMID {pmid}", text)], decision)
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as e:
+            raise DocumentError(
+                f"{path}:{n}: not a PubMedQA line ({e}): expected question, contexts, labels, final_decision"
+            ) from None
+        if decision not in DECISIONS:
+            raise DocumentError(f"{path}:{n}: final_decision must be yes, no or maybe, not {decision!r}")
+        out.append(item)
     return out
 
 

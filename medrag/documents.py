@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import os
 import re
@@ -288,6 +289,20 @@ LOADERS: dict[str, Callable[[bytes, Path, str, str, Report], list[Document]]] = 
     ".xml": _load_medquad,
 }
 SUPPORTED = ", ".join(sorted(LOADERS))
+
+
+def jsonl_lines(path: str | Path, what: str, hint: str, limit: int | None = None) -> Iterator[tuple[int, str]]:
+    """(line number, line) of the non-blank lines of a jsonl file, at most `limit` of them.
+
+    The shared reader of training, evaluation and PubMedQA files; a missing file raises
+    DocumentError naming `what` the file is and `hint` (what to pass instead).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DocumentError(f"No {what} at {path}: {hint}")
+    with open(path, encoding="utf-8") as f:
+        numbered = ((n, line) for n, line in enumerate(f, 1) if line.strip())
+        yield from itertools.islice(numbered, limit)
 
 
 def corpus_sha256(documents: Iterable[Document]) -> str:

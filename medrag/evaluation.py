@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from medrag.documents import jsonl_lines
 from medrag.errors import MedRAGError
 
 RETRIEVAL_METRICS = ("hit@1", "hit@5", "hit@10", "recall@10", "mrr", "ndcg@10")
@@ -50,22 +51,19 @@ class Question:
 def load_questions(path: str | Path) -> list[Question]:
     """Read a questions jsonl (`id, question, gold_doc_ids, source`, optional `red_flag`)."""
     out = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                d = json.loads(line)
-                q = Question(
-                    id=str(d.get("id", n)),
-                    question=d["question"],
-                    gold_doc_ids=list(d.get("gold_doc_ids") or []),
-                    source=d.get("source", "unknown"),
-                    red_flag=None if d.get("red_flag") is None else bool(d["red_flag"]),
-                )
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise MedRAGError(f"{path}:{n}: not a question line ({e}): expected id, question, gold_doc_ids") from e
-            out.append(q)
+    for n, line in jsonl_lines(path, "questions file", "pass a questions jsonl (id, question, gold_doc_ids, source)"):
+        try:
+            d = json.loads(line)
+            q = Question(
+                id=str(d.get("id", n)),
+                question=d["question"],
+                gold_doc_ids=list(d.get("gold_doc_ids") or []),
+                source=d.get("source", "unknown"),
+                red_flag=None if d.get("red_flag") is None else bool(d["red_flag"]),
+            )
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise MedRAGError(f"{path}:{n}: not a question line ({e}): expected id, question, gold_doc_ids") from e
+        out.append(q)
     return out
 
 

@@ -32,6 +32,7 @@ from typing import Any
 
 from medrag.adapter_eval import evaluate_adapter
 from medrag.config import FineTuneConfig
+from medrag.documents import jsonl_lines
 from medrag.errors import ConfigError, DocumentError, ModelLoadError, missing_dependency
 from medrag.prompts import Passage, build_prompt, fit_sources, format_sources, parse_numbered_context
 
@@ -72,17 +73,8 @@ class TrainResult:
 
 def load_sft_examples(path: str | Path, limit: int | None = None) -> list[SFTExample]:
     """Read a jsonl of `question, context, answer` (optional `gold_passage`, `id`); the first `limit` lines."""
-    path = Path(path)
-    if not path.is_file():
-        raise DocumentError(f"No training file at {path}: pass --train-file (a jsonl of question, context, answer)")
-    out: list[SFTExample] = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if limit is not None and len(out) >= limit:
-                break
-            if not line.strip():
-                continue
-            out.append(_parse_line(line, f"{path}:{n}"))
+    hint = "pass --train-file (a jsonl of question, context, answer)"
+    out = [_parse_line(line, f"{path}:{n}") for n, line in jsonl_lines(path, "training file", hint, limit)]
     if not out:
         raise DocumentError(
             f"{path} holds no examples: expected one JSON object per line with question, context, answer"
