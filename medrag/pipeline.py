@@ -140,7 +140,7 @@ class RAGPipeline:
 
         with self._lock:  # pinned for this answer, even if swapped meanwhile; the versions name what is pinned
             retriever, generator = self.retriever, self.generator
-            versions = {**self.versions(), **generator.versions()}
+            versions = self.versions()  # names the index and generator just pinned
         query = retrieval_query(question, history, cfg.history_turns)
         hits = retriever.search(
             query, k=overrides.get("top_k") or cfg.top_k, mode=overrides.get("mode") or cfg.retrieval_mode
