@@ -67,14 +67,15 @@ def answer_sentences(text: str) -> list[tuple[str, list[int]]]:
         s = text[start:end].strip()
         lead = re.match(r"^(\s*\[\d{1,3}(?:\s*,\s*\d{1,3})*\])+", s)
         if lead and out:
-            out[-1] = (out[-1][0] + " " + lead.group(0).strip(), out[-1][1] + _numbers(lead.group(0)))
+            out[-1] = (out[-1][0] + " " + lead.group(0).strip(), out[-1][1] + cited_numbers(lead.group(0)))
             s = s[lead.end() :].strip()
         if s:
-            out.append((s, _numbers(s)))
+            out.append((s, cited_numbers(s)))
     return out
 
 
-def _numbers(s: str) -> list[int]:
+def cited_numbers(s: str) -> list[int]:
+    """The [n] numbers `s` cites, in order of first appearance ([1, 2] counts as 1 and 2)."""
     return list(dict.fromkeys(int(x) for m in MARKER.finditer(s) for x in m.group(1).split(",")))
 
 

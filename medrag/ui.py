@@ -17,10 +17,11 @@ from importlib import metadata
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
+from medrag import citations
+from medrag.citations import MARKER
 from medrag.prompts import CANNOT_ANSWER_PHRASE, DISCLAIMER
 from medrag.types import Answer, Citation, Hit
 
-MARKER = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")  # [1] and [1, 2], as medrag.citations reads them
 DECLINED_NOTE = "Declined: not enough evidence in the sources"
 URGENT_TITLE = "Possible emergency"
 _URL_SAFE = ":/?#@!$&'*+,;=%~-._"  # kept as they are; spaces, quotes, brackets and parentheses get encoded
@@ -64,8 +65,7 @@ def link_citations(text: str, sources: Sequence[Hit]) -> str:
 
 def cited_numbers(text: str, n_sources: int) -> list[int]:
     """The source numbers `text` cites, in order of first appearance."""
-    found = (int(x) for m in MARKER.finditer(text) for x in m.group(1).split(","))
-    return list(dict.fromkeys(n for n in found if 1 <= n <= n_sources))
+    return [n for n in citations.cited_numbers(text) if 1 <= n <= n_sources]
 
 
 # --- the chat message -----------------------------------------------------------------------
