@@ -7,6 +7,9 @@
 
 Bad files are reported by name and skipped (--strict stops at the first one). The folder is
 written to a temporary sibling and renamed into place, so a failed build leaves the old one.
+--out must be absent, empty, or an index (which is replaced): any other folder is refused before
+any work. Progress goes to stderr: a bar on a terminal, a line at each twentieth elsewhere.
+Every error (a refused folder, a full disk, a read-only --out) is one line on stderr, exit code 2.
 """
 
 from __future__ import annotations
@@ -56,12 +59,15 @@ def main(argv: list[str] | None = None) -> int:
             missing = [d for d in docs if not Path(d).exists()]
             if missing:
                 raise MedRAGError(f"not found: {', '.join(missing)}: check the --docs paths")
-            report = build_index(docs, args.out, cfg, strict=args.strict, progress=sys.stderr.isatty())
+            report = build_index(docs, args.out, cfg, strict=args.strict, progress=True)
             print(report.summary())
         if args.push_to_hub:
             push(args.out, args.push_to_hub, args.private, args.metrics)
     except MedRAGError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # reading --metrics, or a disk error outside the index writer
+        print(f"error: {e.strerror or e} ({e.filename or args.out}): check the path and try again", file=sys.stderr)
         return 2
     return 0
 

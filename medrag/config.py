@@ -20,6 +20,7 @@ from medrag.errors import ConfigError
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 EMBEDDING_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_INDEX_DIR = REPO_ROOT / "data" / "index"  # the one folder the sample corpus is indexed into unasked
 BASE_MODEL_ID = "mistralai/Mistral-7B-Instruct-v0.2"
 
 
@@ -38,7 +39,7 @@ class PipelineConfig:
     chunk_overlap: int = 32  # a sentence cut at a boundary stays retrievable from both sides
 
     # --- index -----------------------------------------------------------------------------
-    index_dir: str = str(REPO_ROOT / "data" / "index")  # where index_builder.py writes by default
+    index_dir: str = str(DEFAULT_INDEX_DIR)  # where index_builder.py writes by default
     index_type: str = "flat"  # exact search; 40k x 384 floats is a few ms. hnsw/ivf for millions
     sample_docs: str = str(REPO_ROOT / "data" / "sample")  # the built-in corpus, used when nothing else is set
 

@@ -18,6 +18,7 @@ from types import SimpleNamespace
 import pytest
 
 import app
+from medrag.build import build_index
 from medrag.config import REPO_ROOT, PipelineConfig
 from medrag.errors import IndexLoadError
 from medrag.prompts import DISCLAIMER
@@ -67,6 +68,7 @@ def pipeline(tmp_path_factory, cache_dir):
         generator="extractive",
         cache_dir=str(cache_dir),
     )
+    build_index([corpus], config.index_dir, config)  # only the default data/index is built unasked
     return app.load_pipeline(config)
 
 
