@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 PACKAGED_MODEL_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 MEMO_SIZE = 20_000  # sentences remembered by embed_cached: ~30 MB of vectors
+QUERY_MEMO_SIZE = 8  # the safety check and retrieval embed the same question milliseconds apart
 MAX_BATCH_TOKENS = 2048  # 8 rows of 256: as fast as 32 here, and onnxruntime's arena grows ~90 MB, not ~400
 _HASHES: dict[tuple[str, int, int], str] = {}  # (path, mtime_ns, size) -> sha256: each file hashed once
 
@@ -145,6 +146,7 @@ class TextEmbedder:
         self._lock = threading.Lock()
         self._vocab: frozenset[str] | None = None
         self._memo: OrderedDict[str, np.ndarray] = OrderedDict()  # embed_cached's LRU
+        self._query_memo: OrderedDict[str, np.ndarray] = OrderedDict()  # embed_query's last few questions
 
     @classmethod
     def from_config(cls, config: PipelineConfig) -> TextEmbedder:
@@ -237,8 +239,20 @@ class TextEmbedder:
         return np.stack([known[t] for t in texts])
 
     def embed_query(self, text: str) -> np.ndarray:
-        """(dim,) float32 unit vector of one text: the low-latency path (no sorting, no padding)."""
-        return self._load().encode_one(text)
+        """(dim,) float32 unit vector of one text: the low-latency path (no sorting, no padding).
+
+        The last few texts are remembered, so the red-flag check and retrieval embed a question once."""
+        with self._lock:
+            vec = self._query_memo.get(text)
+            if vec is not None:
+                self._query_memo.move_to_end(text)
+                return vec.copy()
+        vec = self._load().encode_one(text)
+        with self._lock:
+            self._query_memo[text] = vec
+            while len(self._query_memo) > QUERY_MEMO_SIZE:
+                self._query_memo.popitem(last=False)
+        return vec.copy()
 
 
 def _progress(total: int, enabled: bool):

@@ -8,7 +8,8 @@ The index is built when --index is absent (into the cache, keyed by the corpus) 
 With --answers every question also goes through the full pipeline with the extractive
 generator: citation precision and support on answerable questions, abstention everywhere
 (on unanswerable ones it is the rate we want high, on answerable ones the false-abstention
-rate), and red-flag precision/recall on questions labelled `red_flag`.
+rate), and red-flag precision/recall on questions labelled `red_flag` (with, where they carry a
+`help` label, the share of raised emergencies answered with the message for that help).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from medrag.evaluation import (
     retrieval_metrics,
     unique_docs,
 )
+from medrag.prompts import URGENT_MESSAGES
 
 MODES = ("dense", "bm25", "hybrid")
 DEPTH = 50  # chunks retrieved per question: enough distinct documents for the @10 metrics
@@ -55,7 +57,7 @@ def evaluate_retrieval(retriever, questions: list[Question], mode: str) -> dict:
 
 
 def evaluate_answers(pipeline, questions: list[Question], mode: str, progress: bool = False) -> dict:
-    agg, flags = Aggregator(), {}
+    agg, flags, helps = Aggregator(), {}, {}
     iterator = questions
     if progress:
         from tqdm import tqdm
@@ -66,6 +68,8 @@ def evaluate_answers(pipeline, questions: list[Question], mode: str, progress: b
         row: dict[str, float | None] = {}
         if q.red_flag is not None:
             flags.setdefault(q.group, []).append((q.red_flag, ans.kind == "urgent"))
+            if q.red_flag and q.help and ans.kind == "urgent":  # the right message: crisis line, poison control, ...
+                helps.setdefault(q.group, []).append(ans.text == URGENT_MESSAGES.get(q.help))
         else:
             row["abstention_rate"] = float(ans.declined and ans.kind == "declined")
             row["red_flags_raised"] = float(ans.kind == "urgent")
@@ -81,6 +85,10 @@ def evaluate_answers(pipeline, questions: list[Question], mode: str, progress: b
     for group, pairs in [*flags.items(), ("all", all_pairs)]:
         if pairs:
             result[group].update(red_flag_scores(pairs))
+    all_helps = [h for right in helps.values() for h in right]
+    for group, right in [*helps.items(), ("all", all_helps)]:
+        if right:
+            result[group]["red_flag_help_accuracy"] = sum(right) / len(right)
     return result
 
 

@@ -27,6 +27,7 @@ ANSWER_METRICS = (
     "abstention_rate",
     "red_flag_precision",
     "red_flag_recall",
+    "red_flag_help_accuracy",
     "red_flags_raised",
 )
 
@@ -38,6 +39,7 @@ class Question:
     gold_doc_ids: list[str]
     source: str
     red_flag: bool | None = None  # None: not a red-flag-labelled question
+    help: str | None = None  # crisis | poison | emergency: the help a labelled emergency needs
 
     @property
     def group(self) -> str:
@@ -49,7 +51,7 @@ class Question:
 
 
 def load_questions(path: str | Path) -> list[Question]:
-    """Read a questions jsonl (`id, question, gold_doc_ids, source`, optional `red_flag`)."""
+    """Read a questions jsonl (`id, question, gold_doc_ids, source`, optional `red_flag` and `help`)."""
     out = []
     for n, line in jsonl_lines(path, "questions file", "pass a questions jsonl (id, question, gold_doc_ids, source)"):
         try:
@@ -60,6 +62,7 @@ def load_questions(path: str | Path) -> list[Question]:
                 gold_doc_ids=list(d.get("gold_doc_ids") or []),
                 source=d.get("source", "unknown"),
                 red_flag=None if d.get("red_flag") is None else bool(d["red_flag"]),
+                help=d.get("help"),
             )
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise MedRAGError(f"{path}:{n}: not a question line ({e}): expected id, question, gold_doc_ids") from e

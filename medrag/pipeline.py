@@ -30,7 +30,8 @@ from pathlib import Path
 from medrag.citations import check_citations
 from medrag.config import DEFAULT_INDEX_DIR, PipelineConfig
 from medrag.errors import ConfigError, IndexLoadError, InputError
-from medrag.prompts import CANNOT_ANSWER_PHRASE, DISCLAIMER, URGENT_CARE_MESSAGE
+from medrag.language import reads_as_english
+from medrag.prompts import CANNOT_ANSWER_PHRASE, DISCLAIMER, NOT_ENGLISH_MESSAGE, URGENT_MESSAGES
 from medrag.retriever import MODES, evidence
 from medrag.safety import check_input, clean_question, detect_red_flag
 from medrag.types import Answer
@@ -210,9 +211,14 @@ class RAGPipeline:
             yield self._finish(Answer(shown, problem, kind="invalid", declined=True, decline_reason="bad_input"), t0)
             return
         question = clean_question(question)
-        if detect_red_flag(question):
+        flag = detect_red_flag(question, self.embedder)  # rules, then the classifier on the question's embedding
+        if flag:
+            urgent = URGENT_MESSAGES[flag.help]  # crisis line, poison control, or the emergency number
+            yield self._finish(Answer(question, urgent, kind="urgent", declined=True, decline_reason="red_flag"), t0)
+            return
+        if not reads_as_english(question):  # the sources and models are English: say so, with the emergency line
             yield self._finish(
-                Answer(question, URGENT_CARE_MESSAGE, kind="urgent", declined=True, decline_reason="red_flag"), t0
+                Answer(question, NOT_ENGLISH_MESSAGE, kind="invalid", declined=True, decline_reason="not_english"), t0
             )
             return
 

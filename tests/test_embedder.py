@@ -121,3 +121,14 @@ def test_embed_cached_matches_embed_and_reuses_vectors(embedder, monkeypatch):
     again = embedder.embed_cached(["Flu is caused by a virus.", "A new sentence here."])
     assert calls == [["A new sentence here."]]
     np.testing.assert_allclose(again[0], first[1], atol=1e-6)
+
+
+def test_embed_query_remembers_the_last_questions(embedder, monkeypatch):
+    runner = embedder._load()
+    calls = []
+    encode_one = runner.encode_one
+    monkeypatch.setattr(runner, "encode_one", lambda text: calls.append(text) or encode_one(text))
+    first = embedder.embed_query("a question asked twice in a row")
+    first[:] = 0  # the caller's copy: the remembered vector is untouched
+    again = embedder.embed_query("a question asked twice in a row")
+    assert calls == ["a question asked twice in a row"] and abs(float(np.linalg.norm(again)) - 1.0) < 1e-5

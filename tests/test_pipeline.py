@@ -11,7 +11,15 @@ from medrag.config import PipelineConfig
 from medrag.errors import ConfigError, IndexLoadError, InputError
 from medrag.index import VectorIndex
 from medrag.pipeline import RAGPipeline, open_configured_index, retrieval_query
-from medrag.prompts import CANNOT_ANSWER_PHRASE, DISCLAIMER, URGENT_CARE_MESSAGE
+from medrag.prompts import (
+    CANNOT_ANSWER_PHRASE,
+    CRISIS_MESSAGE,
+    DISCLAIMER,
+    NOT_ENGLISH_MESSAGE,
+    POISON_MESSAGE,
+    URGENT_CARE_MESSAGE,
+    URGENT_MESSAGES,
+)
 from medrag.types import Chunk
 
 WORDS = ("asthma", "wheezing", "flu", "virus", "children", "vaccine")
@@ -102,6 +110,73 @@ def test_red_flag_answers_with_the_urgent_message_and_no_generation():
     ans = pipe.answer("My father has crushing chest pain and can't breathe")
     assert ans.kind == "urgent" and ans.text == URGENT_CARE_MESSAGE and ans.decline_reason == "red_flag"
     assert gen.calls == [] and ans.sources == []
+
+
+@pytest.mark.parametrize(
+    ("question", "help"),
+    [
+        ("I want to kill myself", "crisis"),
+        ("my toddler swallowed a button battery", "poison"),
+        ("My father has crushing chest pain and can't breathe", "emergency"),
+    ],
+)
+def test_each_kind_of_emergency_gets_the_message_for_its_help(question, help):
+    pipe, gen = make()
+    ans = pipe.answer(question)
+    assert ans.kind == "urgent" and ans.decline_reason == "red_flag" and ans.text == URGENT_MESSAGES[help]
+    assert gen.calls == [] and ans.sources == []
+
+
+def test_the_urgent_messages_name_the_right_lines_and_their_sources():
+    assert "988" in CRISIS_MESSAGE and "116 123" in CRISIS_MESSAGE
+    assert "1-800-222-1222" in POISON_MESSAGE and "NHS 111" in POISON_MESSAGE and "999" in POISON_MESSAGE
+    for message in URGENT_MESSAGES.values():  # a life in danger: the emergency number, always
+        assert "emergency number" in message and "911" in message and "112" in message and "Sources:" in message
+    assert URGENT_MESSAGES["emergency"] == URGENT_CARE_MESSAGE
+
+
+def test_an_emergency_only_the_model_sees_is_answered_before_any_retrieval(embedder):
+    gen = SpyGenerator("unused")
+    pipe = RAGPipeline(PipelineConfig(), embedder=embedder, generator=gen)
+    ans = pipe.answer("I'm 30 weeks pregnant and bleeding heavily")  # answered as an ordinary question before
+    assert ans.kind == "urgent" and ans.text == URGENT_CARE_MESSAGE
+    assert pipe.answer("nobody would miss me if I was gone").text == CRISIS_MESSAGE
+    assert pipe.answer("my son ate some of grandma's heart pills").text == POISON_MESSAGE
+    assert gen.calls == [] and pipe._index is None  # no index was even opened
+
+
+def test_the_question_is_embedded_once_for_the_safety_check_and_retrieval(embedder, monkeypatch):
+    runner = embedder._load()
+    calls = []
+    encode_one = runner.encode_one
+    monkeypatch.setattr(runner, "encode_one", lambda text: calls.append(text) or encode_one(text))
+    index = VectorIndex.build(
+        CHUNKS,
+        embedder.embed([c.embed_text for c in CHUNKS]),
+        model_id=embedder.model_id,
+        dim=384,
+        chunker={},
+        corpus_sha256="x",
+    )
+    pipe = RAGPipeline(
+        PipelineConfig(top_k=2, min_evidence=0.1),
+        embedder=embedder,
+        index=index,
+        generator=SpyGenerator("Asthma causes wheezing. [1]"),
+    )
+    ans = pipe.answer("Does asthma cause wheezing in the lungs?")
+    assert ans.kind == "answer" and calls == ["Does asthma cause wheezing in the lungs?"]
+
+
+@pytest.mark.parametrize(
+    "question", ["¿Qué es la diabetes?", "mi hijo no respira", "Мой ребенок не дышит", "我的孩子发烧了"]
+)
+def test_a_question_in_another_language_gets_the_english_only_message_with_the_emergency_numbers(question):
+    pipe, gen = make()
+    ans = pipe.answer(question)  # before: "I cannot answer ... The sources never mention: ..."
+    assert ans.kind == "invalid" and ans.declined and ans.decline_reason == "not_english"
+    assert ans.text == NOT_ENGLISH_MESSAGE and "112" in ans.text and "911" in ans.text and "999" in ans.text
+    assert gen.calls == []
 
 
 def test_weak_evidence_declines_without_calling_the_generator():
