@@ -7,6 +7,7 @@ Debian chromium through playwright for the page itself (skipped when chromium is
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -14,6 +15,7 @@ import socket
 import threading
 from pathlib import Path
 from types import SimpleNamespace
+from urllib.parse import quote, urlsplit
 
 import pytest
 
@@ -37,13 +39,21 @@ CHROMIUM_FLAGS = [
 # never modifies tracked files
 SCREENSHOT_ENV = "README_SCREENSHOT"
 MARKUP_NOTE = """---
-title: Hiccups <i>markup test</i>
+title: Hiccups <i>markup test</i> ![t](https://attacker.invalid/title.png)
 url: https://example.org/hiccups
 source: MedRAG tests
 ---
 Hiccups are sudden, involuntary contractions of the diaphragm, the muscle under the lungs. <script>alert(1)</script>
-Most bouts of hiccups stop on their own within a few minutes, and <b>bold</b> sipping cold water may help them stop.
+Most bouts of hiccups stop on their own within a few minutes, and <b>bold</b> sipping cold water may help them stop \
+![x](https://attacker.invalid/doc.png) [Official advice](https://attacker.invalid/doc) https://attacker.invalid/bare.
 """
+# a share link as an attacker would write it: markdown image and link, autolinks, a reference link, entities, LaTeX
+INJECTION = (
+    "![x](https://attacker.invalid/p.png) [Official advice](https://attacker.invalid/) "
+    "<https://attacker.invalid/a> https://attacker.invalid/b www.attacker.invalid mail@attacker.invalid "
+    "[ref][1] &#33;[y](https://attacker.invalid/e.png) $$\\href{https://attacker.invalid/k}{k}$$\n\n"
+    "[1]: https://attacker.invalid/r"
+)
 ASTHMA = "What are the symptoms of asthma?"
 BLOOD_PRESSURE = "How can I lower my blood pressure?"
 HICCUPS = "What are hiccups and how do they stop?"
@@ -146,6 +156,63 @@ def test_ask_reports_bad_input_and_emergencies_without_errors(server):
     assert empty["kind"] == "invalid" and empty["declined"] and empty["answer"]
     urgent = c.predict("I have crushing chest pain and my left arm is numb", 5, "hybrid", api_name="/ask")
     assert urgent["kind"] == "urgent" and "emergency" in urgent["answer"] and urgent["sources"] == []
+
+
+def raw_call(server: str, body: dict, path: str = "call/ask") -> tuple[str, object]:
+    """A raw HTTP call of /ask, as the README's curl example makes it: (last SSE event, its data), or the HTTP
+    status and body when the POST itself is refused."""
+    import httpx
+
+    posted = httpx.post(
+        server + "gradio_api/" + path, content=json.dumps(body), headers={"content-type": "application/json"}
+    )
+    if posted.status_code != 200:
+        return str(posted.status_code), posted.json()
+    stream = httpx.get(f"{server}gradio_api/call/ask/{posted.json()['event_id']}", timeout=60).text
+    events = re.findall(r"event: (\w+)\ndata: (.*)", stream)
+    return events[-1][0], json.loads(events[-1][1])
+
+
+@pytest.mark.parametrize(
+    "body, path, problem",
+    [
+        ({"data": []}, "call/ask", "The question is missing"),
+        ({"data": [None, 5, "hybrid"]}, "call/ask", "The question is missing"),
+        ({"data": [ASTHMA, "abc", "hybrid"]}, "call/ask", "top_k must be a whole number from 1 to 10"),
+        ({"data": [ASTHMA, 0, "hybrid"]}, "call/ask", "top_k must be a whole number from 1 to 10"),
+        ({"data": [ASTHMA, 5, "fuzzy"]}, "call/ask", "mode must be one of hybrid, dense, bm25"),
+        ({"data": [42, 5, "hybrid"]}, "call/ask", "The question must be text, not int"),
+        ({"data": [["a"], 5, "hybrid"]}, "call/ask", "The question must be text, not list"),
+        ({"data": ["asthma \ud800 wheeze", 5, "hybrid"]}, "call/ask", "lone surrogate (U+D800 at character 7)"),
+        ({}, "call/v2/ask", "The question is missing"),
+        ({"question": ASTHMA, "nope": 1}, "call/v2/ask", "/ask takes question, top_k, mode, not nope"),
+    ],
+)
+def test_raw_http_ask_names_each_bad_argument(server, body, path, problem):
+    event, data = raw_call(server, body, path)
+    assert event in ("error", "422") and problem in data["error"], (event, data)
+    assert app.GENERIC_ERROR not in data["error"] and "Traceback" not in data["error"]
+
+
+def test_raw_http_ask_fills_left_out_arguments_with_defaults(server):
+    event, data = raw_call(server, {"data": [ASTHMA]})
+    assert event == "complete" and len(data[0]["sources"]) == 5 and data[0]["sources"][0]["doc_id"] == "asthma"
+    event, data = raw_call(server, {"question": ASTHMA, "top_k": 2}, "call/v2/ask")
+    assert event == "complete" and len(data[0]["sources"]) == 2
+
+
+def test_client_ask_names_bad_arguments(server):
+    from gradio_client.exceptions import AppError
+
+    c = client(server)
+    for args, problem in [
+        ((ASTHMA, "abc", "hybrid"), "top_k must be a whole number"),
+        ((3, 5, "hybrid"), "The question must be text, not int"),
+        ((ASTHMA, 5, "bm99"), "mode must be one of"),
+    ]:
+        with pytest.raises(AppError, match=re.escape(problem)):
+            c.predict(*args, api_name="/ask")
+    assert c.predict(ASTHMA, "3", "BM25", api_name="/ask")["sources"][0]["retrievers"] == ["bm25"]
 
 
 def test_two_concurrent_sessions_keep_their_own_sources(server, pipeline):
@@ -273,12 +340,42 @@ def test_browser_shows_markup_as_text_urgent_and_declined_apart_and_clears(serve
     page.close()
 
 
+def assert_inert(page, requests: list[str]) -> None:
+    """Nothing on the page links to, shows or fetched anything from the attacker's host."""
+    hrefs = [urlsplit(h).hostname or "" for h in page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)")]
+    sources = page.eval_on_selector_all("img[src], image, source, iframe", "els => els.map(e => e.outerHTML)")
+    assert not [h for h in hrefs if "attacker" in h], hrefs
+    assert not [s for s in sources if "attacker" in s], sources
+    assert not [u for u in requests if "attacker" in (urlsplit(u).hostname or "")], requests
+
+
+@pytest.mark.browser
+def test_browser_share_link_and_document_markdown_stay_inert(server, browser):
+    page = browser.new_page()
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(server + "?q=" + quote(INJECTION))
+    page.locator('#chatbot [data-testid="bot"]').first.wait_for(timeout=30_000)
+    page.locator("#chatbot .thinking").wait_for(state="detached", timeout=30_000)
+    user = page.locator('#chatbot [data-testid="user"]').first.inner_text()
+    assert "![x](https://attacker.invalid/p.png) [Official advice](https://attacker.invalid/)" in user
+    assert "mail@attacker.invalid" in user and "&#33;" in user
+    assert_inert(page, requests)
+
+    ask_in_page(page, HICCUPS)  # document text and title quoted into the answer
+    bot = page.locator('#chatbot [data-testid="bot"]').last
+    assert "![x](https://attacker.invalid/doc.png) [Official advice](https://attacker.invalid/doc)" in bot.inner_text()
+    assert "![t](https://attacker.invalid/title.png)" in bot.inner_text()
+    assert bot.locator("a", has_text="[1]").first.get_attribute("href") == "https://example.org/hiccups"
+    assert_inert(page, requests)
+    page.close()
+
+
 # --- the GPU wrapper ------------------------------------------------------------------------
 class FakeHF:
     """Stands in for HFGenerator: streams the question back word by word."""
 
     name = "hf"
-    last_warnings = ["trimmed"]
 
     def __init__(self):
         self.loaded = False
@@ -287,7 +384,9 @@ class FakeHF:
         self.loaded = True
         return self
 
-    def stream(self, question, sources, history=None, **kw):
+    def stream(self, question, sources, history=None, info=None, **kw):
+        if info is not None:
+            info.update(warnings=["trimmed"], versions={"base_model": "tiny", "adapter": "me/lora@abc"})
         yield from (f"{w} " for w in question.split())
         yield f"{len(sources)} {len(history or [])} {sorted(kw.items())}"
 
@@ -305,14 +404,14 @@ def test_warm_up_loads_and_wraps_only_the_hf_generator():
     pipeline = app.warm_up(RAGPipeline(PipelineConfig(), retriever=object(), generator=hf))
     wrapped = pipeline.generator
     assert isinstance(wrapped, app.GPUGenerator) and wrapped.inner is hf and hf.loaded
-    assert (
-        wrapped.name == "hf" and wrapped.versions() == {"base_model": "tiny"} and wrapped.last_warnings == ["trimmed"]
-    )
-    assert list(wrapped.stream("a b", ["s1"], [{"role": "user", "content": "x"}], max_new_tokens=8)) == [
+    assert wrapped.name == "hf" and wrapped.versions() == {"base_model": "tiny"}
+    info = {}
+    assert list(wrapped.stream("a b", ["s1"], [{"role": "user", "content": "x"}], max_new_tokens=8, info=info)) == [
         "a ",
         "b ",
         "1 1 [('max_new_tokens', 8)]",
     ]
+    assert info == {"warnings": ["trimmed"], "versions": {"base_model": "tiny", "adapter": "me/lora@abc"}}
     assert wrapped.load_adapter("me/lora", "abc") == "me/lora@abc"  # the Hub refresh reaches the inner generator
     assert app.warm_up(pipeline).generator is wrapped  # never wrapped twice
 
