@@ -312,7 +312,9 @@ def attribution(pipeline, manifest: dict) -> str:
     cfg = pipeline.config
     if cfg.index_repo:
         source = getattr(pipeline, "index_source", None) or f"{cfg.index_repo}@{cfg.index_revision}"
-        return f"Index from the Hub dataset repo {code(source)}; see its dataset card for the sources and their licences."
+        return (
+            f"Index from the Hub dataset repo {code(source)}; see its dataset card for the sources and their licences."
+        )
     sample = Path(cfg.sample_docs)
     try:
         is_sample = sample.is_dir() and manifest.get("corpus_sha256") == _sample_sha(
@@ -321,7 +323,9 @@ def attribution(pipeline, manifest: dict) -> str:
     except Exception:  # an unreadable sample folder only costs the attribution line
         is_sample = False
     if is_sample:
-        names = inert(", ".join(map(str, (manifest.get("extra") or {}).get("sources") or [])) or "MedlinePlus, NHS, CDC")
+        names = inert(
+            ", ".join(map(str, (manifest.get("extra") or {}).get("sources") or [])) or "MedlinePlus, NHS, CDC"
+        )
         note = sample.parent / "SAMPLE_CORPUS.md"
         more = f" See `data/{note.name}`." if note.exists() else ""
         return (

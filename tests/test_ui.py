@@ -85,7 +85,10 @@ def test_answer_markdown_answer_has_links_and_source_list():
 def test_answer_markdown_lists_each_cited_page_once():
     two_chunks = [hit(1), hit(2, title="Other", url="https://example.org/b"), hit(1)]
     md = answer_markdown(Answer("q", "A [3]. B [2]. C [1].", sources=two_chunks))
-    assert "Sources: &#91;3&#93;&#91;1&#93; [Asthma](https://example.org/a) · &#91;2&#93; [Other](https://example.org/b)" in md
+    assert (
+        "Sources: &#91;3&#93;&#91;1&#93; [Asthma](https://example.org/a) · &#91;2&#93; [Other](https://example.org/b)"
+        in md
+    )
 
 
 def test_answer_markdown_urgent_is_a_red_callout():
