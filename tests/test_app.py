@@ -371,6 +371,126 @@ def test_browser_share_link_and_document_markdown_stay_inert(server, browser):
     page.close()
 
 
+@pytest.mark.browser
+def test_browser_share_link_on_a_space_points_at_the_space_page(pipeline, browser):
+    demo = app.build_demo(pipeline, space_id="someone/medrag-demo")
+    port = free_port()
+    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{port}/")
+        ask_in_page(page, ASTHMA)
+        share = page.locator("#share-link textarea, #share-link input").first
+        expected = "https://huggingface.co/spaces/someone/medrag-demo?q=What%20are%20the%20symptoms%20of%20asthma%3F"
+        expect_value(share, expected)
+        page.locator("#copy-link").click()
+        expect_value(share, expected)
+        page.close()
+    finally:
+        demo.close()
+
+
+def expect_value(locator, value: str) -> None:
+    from playwright.sync_api import expect
+
+    expect(locator).to_have_value(value)
+
+
+class Gated:
+    """The real pipeline, each answer held until `go` is set: a busy answer slot, on demand."""
+
+    def __init__(self, inner):
+        self.inner, self.go, self.entered = inner, threading.Event(), threading.Event()
+
+    def stream(self, *args, **kwargs):
+        self.entered.set()
+        self.go.wait(60)
+        yield from self.inner.stream(*args, **kwargs)
+
+    def answer(self, *args, **kwargs):
+        return list(self.stream(*args, **kwargs))[-1]
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+@pytest.mark.browser
+def test_browser_page_view_without_question_takes_no_answer_slot(pipeline, browser):
+    """One answer slot, room for one waiting request: a page view must not be that waiting request."""
+    gated = Gated(pipeline)
+    demo = app.build_demo(gated).queue(default_concurrency_limit=1, max_size=1)
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        busy = client(url).submit(ASTHMA, [], 5, "hybrid", 0.2, 512, api_name="/chat")  # holds the slot
+        assert gated.entered.wait(30)
+        page = browser.new_page()
+        page.goto(url)
+        page.get_by_role("tab", name="About").click()
+        page.locator("#status", has_text="How it works").wait_for(timeout=30_000)  # the page's load events ran
+        waiting = client(url).submit(BLOOD_PRESSURE, 5, "hybrid", api_name="/ask")  # the one request that may wait
+        gated.go.set()
+        assert waiting.result(timeout=60)["sources"][0]["doc_id"] == "high-blood-pressure"
+        busy.result(timeout=60)
+        assert page.locator('#chatbot [data-testid="bot"]').count() == 0  # and the page asked nothing
+        page.close()
+    finally:
+        gated.go.set()
+        demo.close()
+
+
+def luminance(rgb: tuple[float, float, float]) -> float:
+    def channel(c: float) -> float:
+        c /= 255
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = map(channel, rgb)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def contrast(a, b) -> float:
+    la, lb = sorted((luminance(a), luminance(b)), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
+COLOURS_JS = """el => {
+  const parse = c => (c.match(/[\\d.]+/g) || []).map(Number);
+  const mix = (top, under) => { const a = top.length > 3 ? top[3] : 1;
+    return [0, 1, 2].map(i => top[i] * a + under[i] * (1 - a)); };
+  const layers = [];
+  for (let e = el; e; e = e.parentElement) layers.push(parse(getComputedStyle(e).backgroundColor));
+  let bg = [255, 255, 255];
+  for (const layer of layers.reverse()) if (layer.length) bg = mix(layer, bg);
+  return {text: parse(getComputedStyle(el).color).slice(0, 3), background: bg};
+}"""
+
+
+@pytest.mark.browser
+def test_browser_dark_theme_keeps_callouts_and_highlights_readable(server, browser):
+    page = browser.new_page()
+    page.goto(server + "?__theme=dark")
+    page.locator("body.dark, .dark").first.wait_for(timeout=30_000)
+    body = page.locator("gradio-app").evaluate(COLOURS_JS)
+    assert luminance(body["background"]) < 0.1  # the dark theme is on
+    ask_in_page(page, HICCUPS)
+    page.get_by_role("tab", name="Sources").click()
+    page.locator("#sources mark").first.wait_for()
+    seen = {"mark": page.locator("#sources mark").first.evaluate(COLOURS_JS)}
+    page.get_by_role("tab", name="Chat").click()
+    page.locator("#question textarea").fill("I have crushing chest pain and my left arm is numb")
+    page.locator("#ask").click()
+    page.locator("#chatbot .urgent").wait_for(timeout=30_000)
+    page.locator("#question textarea").fill("What is the airspeed velocity of an unladen swallow?")
+    page.locator("#ask").click()
+    page.locator("#chatbot .declined").wait_for(timeout=30_000)
+    seen |= {name: page.locator(f"#chatbot .{name}").last.evaluate(COLOURS_JS) for name in ("urgent", "declined")}
+    for name, c in seen.items():
+        assert contrast(c["text"], c["background"]) >= 4.5, (name, c)  # WCAG AA for body text
+        assert luminance(c["background"]) < 0.2, (name, c)  # a dark box in the dark theme, not a light one
+    page.close()
+
+
 # --- the GPU wrapper ------------------------------------------------------------------------
 class FakeHF:
     """Stands in for HFGenerator: streams the question back word by word."""
