@@ -240,19 +240,22 @@ def build_demo(pipeline: RAGPipeline, refresher: Refresher | None = None, space_
                 link_q = gr.Textbox(visible="hidden", elem_id="link-question")  # the page's own ?q=, set in the browser
                 with gr.Accordion("Settings", open=False):
                     with gr.Row():
-                        top_k = gr.Slider(1, 10, value=cfg.top_k, step=1, label="Sources (top-k)")
+                        top_k = gr.Slider(1, 10, value=min(max(cfg.top_k, 1), 10), step=1, label="Sources (top-k)")
                         mode = gr.Radio(
                             MODES,
                             value=cfg.retrieval_mode if cfg.retrieval_mode in MODES else "hybrid",
                             label="Retrieval",
                         )
                     with gr.Row():
+                        # a configured value outside a slider's range would make gradio refuse every question
                         temperature = gr.Slider(
-                            0.0, 1.0, value=cfg.temperature, step=0.05, label="Temperature (model generator)"
-                        )
+                            0.0, max(1.0, cfg.temperature), value=cfg.temperature, step=0.05,
+                            label="Temperature (model generator)",
+                        )  # fmt: skip
                         max_tokens = gr.Slider(
-                            32, 1024, value=cfg.max_new_tokens, step=32, label="Max new tokens (model generator)"
-                        )
+                            min(32, cfg.max_new_tokens), max(1024, cfg.max_new_tokens), value=cfg.max_new_tokens,
+                            step=1, label="Max new tokens (model generator)",
+                        )  # fmt: skip
             with gr.Tab("Sources", id="sources"):
                 sources = gr.HTML(sources_html(None), elem_id="sources")
             with gr.Tab("About", id="about"):

@@ -215,6 +215,30 @@ def test_client_ask_names_bad_arguments(server):
     assert c.predict(ASTHMA, "3", "BM25", api_name="/ask")["sources"][0]["retrievers"] == ["bm25"]
 
 
+class Configured:
+    """The session's pipeline with other settings (what the sliders start at)."""
+
+    def __init__(self, inner, **changes):
+        self.inner, self.config = inner, inner.config.replace(**changes)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_configured_values_outside_the_default_slider_ranges_still_answer(pipeline):
+    """MEDRAG_MAX_NEW_TOKENS=8 once made gradio refuse every chat question (the slider started at 32)."""
+    demo = app.build_demo(Configured(pipeline, max_new_tokens=8, top_k=25, temperature=1.5))
+    port = free_port()
+    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        messages, sources, *_ = client(f"http://127.0.0.1:{port}/").predict(
+            ASTHMA, [], 10, "hybrid", 1.5, 8, api_name="/chat"
+        )
+        assert len(messages) == 2 and 'id="source-10"' in sources
+    finally:
+        demo.close()
+
+
 def test_two_concurrent_sessions_keep_their_own_sources(server, pipeline):
     """Two visitors at once, then the same follow-up each: it leans on that session's own history."""
     follow_up = "and what treatment helps?"
