@@ -120,3 +120,15 @@ def test_an_error_in_the_worker_keeps_its_message(zero):
 def test_duration_follows_max_new_tokens(tokens, seconds):
     options = {"max_new_tokens": tokens} if tokens else {}
     assert gpu_duration(0, None, Q, [], [], options) == seconds
+
+
+def test_a_t4_gets_fp16_not_emulated_bf16(monkeypatch):
+    """A T4 (the README's suggested_hardware) answers True to is_bf16_supported() through slow emulation."""
+    import torch
+
+    from medrag.hf_generator import _gpu_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert _gpu_dtype() is torch.float16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # an A10G, an L4
+    assert _gpu_dtype() is torch.bfloat16
