@@ -136,7 +136,17 @@ def main() -> int:
 
     def visitor(user: int) -> None:
         own = [asked[(2 * user) % len(asked)], asked[(2 * user + 1) % len(asked)]]
-        client, previous, i = Client(url, verbose=False), None, 0
+        client, previous, i = None, None, 0
+        for attempt in range(3):  # 50 page loads at once on two busy cores: /config can time out; a visitor retries
+            try:
+                client = Client(url, verbose=False)
+                break
+            except Exception as e:
+                print(f"  user {user}: connecting failed ({type(e).__name__}), attempt {attempt + 1}", file=sys.stderr)
+                time.sleep(2)
+        if client is None:
+            results.append((user, own[0], None, 0.0, None, False))  # a visitor who never got in is lost too
+            return
         while time.monotonic() < deadline:
             q, i = own[i % 2], i + 1
             start = time.perf_counter()
