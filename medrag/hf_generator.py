@@ -387,6 +387,7 @@ def _gpu_dtype():
     import torch
 
     try:
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        # a T4 reports bf16 through emulation only, which is slow: fp16 there
+        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
     except Exception:  # no usable answer (an emulated device): fp16 runs on every GPU
         return torch.float16
