@@ -185,7 +185,7 @@ def sft_card(manifest: dict) -> str:
         f"{_fmt(s.get('context_tokens'))} tokens of the base model's tokenizer), and the answer the app should "
         "give: the gold-passage sentences that answer the question, each followed by the [n] of its source, or, "
         f"for a share of {s.get('decline_share', '?')} of the questions whose gold documents were taken out of "
-        f"the sources, exactly: {CANNOT_ANSWER_PHRASE} Built by `python -m medrag.sft_data`; read by '
+        f"the sources, exactly: {CANNOT_ANSWER_PHRASE} Built by `python -m medrag.sft_data`; read by "
         "`medrag.training` and the `train_colab.ipynb` notebook.",
         "## Counts\n\n" + _table(["", "count"], counts),
         "## Fields\n\n`id`, `question`, `sources` (a list of `title`, `text`, `doc_id`, `chunk_id`, numbered "

@@ -149,7 +149,9 @@ def load_exclusions(paths: Sequence[str | Path]) -> Exclusions:
                 docs = [str(d["id"])]
             ex.doc_ids.update(map(str, docs))
             n_docs += len(docs)
-        ex.files.append({"path": Path(path).name, "sha256": _sha256(path), "questions": n_questions, "gold_docs": n_docs})
+        ex.files.append(
+            {"path": Path(path).name, "sha256": _sha256(path), "questions": n_questions, "gold_docs": n_docs}
+        )
     return ex
 
 
