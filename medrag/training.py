@@ -648,5 +648,5 @@ def card_info(cfg: FineTuneConfig, result: TrainResult, eval_results: dict | Non
         "train_loss": m.get("train_loss_mean"),
     }
     if eval_results:
-        info["eval"] = {"base": eval_results["base"], "adapter": eval_results["adapter"]}
+        info["eval"] = {k: eval_results.get(k) for k in ("base", "adapter", "helps")}
     return info
