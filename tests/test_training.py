@@ -322,7 +322,7 @@ def test_compute_dtype_is_fp16_where_bf16_is_only_emulated(monkeypatch):
     assert training.resolve_compute_dtype("auto") == torch.bfloat16
     assert training.resolve_compute_dtype("fp16") == torch.float16
     with pytest.raises(ConfigError, match="compute_dtype"):
-        training.resolve_compute_dtype("int3")
+        training.resolve_compute_dtype("bf17")
 
 
 def test_the_plan_fits_the_time_budget():
