@@ -141,8 +141,15 @@ def resolve_train_file(path: str | Path, revision: str = "main") -> Path:
     if local.exists() or not _REPO_ID.match(str(path)) or str(path).endswith(".jsonl"):
         return local
     from medrag import hub
+    from medrag.errors import HubError
 
-    return hub.download_dataset(str(path), revision).path / hub.TRAIN_FILE
+    try:
+        return hub.download_dataset(str(path), revision).path / hub.TRAIN_FILE
+    except HubError as e:  # "outputs/sft-data" not built yet reads like a repo id too
+        raise DocumentError(
+            f"No training data at {path}: no such local file or folder, and as a Hub dataset repo: {e}. "
+            "Build it with 'python -m medrag.sft_data --out FOLDER' (add --push-to-hub USER/NAME to share it)"
+        ) from e
 
 
 def load_sft_examples(path: str | Path, limit: int | None = None, revision: str = "main") -> list[SFTExample]:
