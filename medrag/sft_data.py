@@ -65,7 +65,7 @@ from medrag.types import Chunk
 FORMAT = "medrag-sft/1"
 TRAIN_FILE = "train.jsonl"
 _DECISION_LEAD = re.compile(r"^\s*(yes|no|maybe)\b[\s.,:;!-]*", re.IGNORECASE)
-_NOT_WORD = re.compile(r"[^a-z0-9]+")
+_WORD = re.compile(r"[^\W_]+")  # letters and digits of any script
 
 
 @dataclass
@@ -97,8 +97,8 @@ class Exclusions:
 
 
 def normalise_question(text: str) -> str:
-    """Lower case, words only: "What is (are) Asthma ?" and "what is are asthma" are one question."""
-    return " ".join(_NOT_WORD.split(text.lower())).strip()
+    """Case-folded words only: "What is (are) Asthma ?" and "what is are asthma" are one question."""
+    return " ".join(_WORD.findall(text.casefold()))
 
 
 def load_source_questions(path: str | Path, limit: int | None = None) -> list[SourceQuestion]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from tiny_models import TINY_CORPUS, make_tiny_tokenizer, tiny_questions, write_tiny_corpus
 
 from medrag.citations import answer_sentences
@@ -215,3 +217,10 @@ def test_a_tokenizer_model_file_is_read_without_sentencepiece(tmp_path):
     path.write_bytes(proto.SerializeToString())
     tok = load_count_tokenizer(str(path))
     assert tok.convert_ids_to_tokens(tok.encode("ab a", add_special_tokens=False)) == ["▁ab", "▁a"]
+
+
+@given(st.text(max_size=80))
+def test_normalising_a_question_is_idempotent_and_ignores_case_and_punctuation(text):
+    once = normalise_question(text)
+    assert normalise_question(once) == once
+    assert normalise_question(text.upper() + " ?!") == normalise_question(text.lower())

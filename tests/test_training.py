@@ -14,6 +14,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from tiny_models import MEDICAL_TEXT, make_tiny_mistral, make_tiny_tokenizer, tiny_questions, write_tiny_corpus
 
 from medrag import training
@@ -306,6 +308,12 @@ def test_cited_format_counts_claims_that_end_in_a_valid_marker():
     assert cited_format(CANNOT_ANSWER_PHRASE, 2) == (0, 0)  # a decline makes no claim
     assert cited_format_share([("A b c [1].", 1), ("D e f.", 1), ("No.", 1)]) == 0.5
     assert cited_format_share([(CANNOT_ANSWER_PHRASE, 3)]) is None
+
+
+@given(st.text(max_size=200), st.integers(min_value=0, max_value=6))
+def test_cited_format_never_counts_more_cited_than_claims(text, n_sources):
+    cited, claims = cited_format(text, n_sources)
+    assert 0 <= cited <= claims
 
 
 def test_compute_dtype_is_fp16_where_bf16_is_only_emulated(monkeypatch):
