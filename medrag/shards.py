@@ -356,7 +356,7 @@ def _check_shard(folder: Path, files: dict[str, str]) -> str | None:
     """Why a recorded shard cannot be used (missing or corrupt file), or None."""
     for name, digest in files.items():
         if not (folder / name).is_file():
-            return f"missing {name}"
+            return f"missing {name}"  # read as "shard ... is missing chunks.jsonl"
         if sha256_file(folder / name) != digest:
             return f"corrupt ({name}: sha256 mismatch)"
     return None
@@ -439,9 +439,11 @@ def build_streaming(
     skip_docs, digest, progress = build.documents_done, hashlib.sha256(), _Progress(log_every)
     pending: list[Chunk] = []
     sources: set[str] = set()
-    docs_seen, fraction = 0, 0.0
+    docs_seen = 0
+    if not skip_docs:
+        progress.f0 = 0.0
 
-    def flush(documents_end: int) -> None:
+    def flush(documents_end: int, fraction: float) -> None:
         vectors = np.zeros((len(pending), embedder.dim), dtype=np.float32)
         for start in range(0, len(pending), EMBED_STEP):
             part = pending[start : start + EMBED_STEP]
@@ -456,22 +458,24 @@ def build_streaming(
         group = list(itertools.islice(stream, DOCS_PER_GROUP))
         if not group:
             break
-        fraction = group[-1][1]
         for doc, _ in group:
             digest.update(doc_line(doc))
             if len(sources) < 50:
                 sources.add(doc.source)
-        fresh = [doc for i, (doc, _) in enumerate(group, start=docs_seen) if i >= skip_docs]
+        fresh = [(i, doc, f) for i, (doc, f) in enumerate(group, start=docs_seen) if i >= skip_docs]
         docs_seen += len(group)
-        if fresh:
-            pending += chunk_documents(
-                fresh, embedder.count_tokens, config.chunk_tokens, config.chunk_overlap,
-                getattr(embedder, "count_tokens_batch", None),
-            )  # fmt: skip
-        if len(pending) >= shard_chunks:
-            flush(docs_seen)
+        position = {doc.id: (i, f) for i, doc, f in fresh}  # a shard ends after a whole document
+        chunks = chunk_documents(
+            [doc for _, doc, _ in fresh], embedder.count_tokens, config.chunk_tokens, config.chunk_overlap,
+            getattr(embedder, "count_tokens_batch", None),
+        )  # fmt: skip
+        for j, chunk in enumerate(chunks):
+            pending.append(chunk)
+            last_of_doc = j + 1 == len(chunks) or chunks[j + 1].doc_id != chunk.doc_id
+            if last_of_doc and len(pending) >= shard_chunks:
+                flush(position[chunk.doc_id][0] + 1, position[chunk.doc_id][1])
     if pending:
-        flush(docs_seen)
+        flush(docs_seen, 1.0)
     if not docs_seen:
         reasons = "; ".join(f"{s.path}: {s.reason}" for s in report.skipped[:5])
         raise MedRAGError(f"No documents could be read from {', '.join(map(str, paths))}. {reasons}".strip())
