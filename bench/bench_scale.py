@@ -131,7 +131,7 @@ def _split(gen):
             yield a
 
     def seconds():
-        while True:
+        while pending:
             yield pending.pop(0)
 
     return firsts(), seconds()

@@ -40,7 +40,10 @@ class PipelineConfig:
 
     # --- index -----------------------------------------------------------------------------
     index_dir: str = str(REPO_ROOT / "data" / "index")  # where index_builder.py writes by default
-    index_type: str = "flat"  # exact search; 40k x 384 floats is a few ms. hnsw/ivf for millions
+    index_type: str = "flat"  # exact search; 40k x 384 floats is a few ms. ivfpq (on disk) for millions
+    index_engine: str = "local"  # local: the index folder; milvus: a Milvus collection (scale-out past one machine)
+    milvus_uri: str = str(REPO_ROOT / "data" / "milvus.db")  # a file: embedded milvus-lite; http://HOST:19530: a server
+    milvus_collection: str = "medrag"  # the collection index_builder.py --engine milvus uploads to
     sample_docs: str = str(REPO_ROOT / "data" / "sample")  # the built-in corpus, used when nothing else is set
 
     # --- retrieval -------------------------------------------------------------------------

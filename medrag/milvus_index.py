@@ -78,6 +78,16 @@ class _Chunks(Sequence):
         return self.index._fetch([row])[row]
 
 
+class _RowVectors:
+    """index.vectors(rows) as something sliceable, for `create`."""
+
+    def __init__(self, index):
+        self.index = index
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        return self.index.vectors(np.arange(*rows.indices(len(self.index))))
+
+
 class MilvusIndex:
     def __init__(self, milvus, collection: str, manifest: dict):
         self.client, self.collection, self.manifest = milvus, collection, manifest
@@ -102,7 +112,7 @@ class MilvusIndex:
         """Upload chunks and their vectors as a new collection (an existing one of that name is replaced)."""
         from pymilvus import DataType, Function, FunctionType
 
-        milvus, dim = client(uri), int(np.asarray(vectors).shape[1])
+        milvus, dim = client(uri), int(np.asarray(vectors[:1]).shape[1])
         for name in (collection, f"{collection}_manifest"):
             if milvus.has_collection(name):
                 milvus.drop_collection(name)
@@ -125,18 +135,15 @@ class MilvusIndex:
             "sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25", params={"bm25_k1": K1, "bm25_b": B}
         )
         milvus.create_collection(collection, schema=schema, index_params=params)
-        rows = []
-        for row, (chunk, vec) in enumerate(zip(chunks, np.asarray(vectors, dtype=np.float32), strict=True)):
-            rows.append({
-                "row": row, "vector": vec.tolist(), "terms": " ".join(analyze(chunk.embed_text))[:MAX_TEXT // 4],
-                "chunk": json.dumps(chunk.to_dict(), ensure_ascii=False)[: MAX_TEXT // 4],
-                "topic": chunk_topic(chunk)[:256], "section": chunk_section(chunk) or "",
-            })  # fmt: skip
-            if len(rows) == BATCH:
-                milvus.insert(collection, rows)
-                rows = []
-        if rows:
-            milvus.insert(collection, rows)
+        n = len(chunks)
+        for start in range(0, n, BATCH):  # slices: a memory map or an on-disk store is read a batch at a time
+            part, vecs = chunks[start : start + BATCH], np.asarray(vectors[start : start + BATCH], dtype=np.float32)
+            milvus.insert(collection, [
+                {"row": start + j, "vector": v.tolist(), "terms": " ".join(analyze(c.embed_text))[: MAX_TEXT // 4],
+                 "chunk": json.dumps(c.to_dict(), ensure_ascii=False)[: MAX_TEXT // 4],
+                 "topic": chunk_topic(c)[:256], "section": chunk_section(c) or ""}
+                for j, (c, v) in enumerate(zip(part, vecs, strict=True))
+            ])  # fmt: skip
         manifest = {**manifest, "format": FORMAT, "dim": dim, "index_type": "milvus", "files": {}}
         manifest["counts"] = {**manifest.get("counts", {}), "chunks": len(chunks)}
         manifest["index_params"] = {"uri_kind": "lite" if "://" not in uri else "server", "collection": collection}
@@ -151,6 +158,17 @@ class MilvusIndex:
         for name in (collection, f"{collection}_manifest"):
             milvus.load_collection(name)
         return cls(milvus, collection, manifest)
+
+    @classmethod
+    def upload(cls, folder, uri: str, collection: str, config) -> MilvusIndex:
+        """Copy a built index folder (any local type) into a Milvus collection, a batch of rows at a time."""
+        from medrag.indexes import open_index
+
+        local = open_index(folder, config.replace(index_engine="local"))
+        vectors = _RowVectors(local)
+        return cls.create(
+            uri, collection, local.chunks, vectors, {k: v for k, v in local.manifest.items() if k != "files"}
+        )
 
     # --- read ------------------------------------------------------------------------------
     @classmethod
