@@ -56,7 +56,9 @@ def test_pipeline_and_evaluation_through_ivfpq_and_milvus(docs, tmp_path, embedd
         import pymilvus  # noqa: F401
 
         uri = str(tmp_path / "milvus.db")
-        assert index_builder.main(["--out", str(flat_dir), "--no-build", "--engine", "milvus", "--milvus-uri", uri]) == 0
+        assert (
+            index_builder.main(["--out", str(flat_dir), "--no-build", "--engine", "milvus", "--milvus-uri", uri]) == 0
+        )
         configs["milvus"] = configs["flat"].replace(index_engine="milvus", milvus_uri=uri)
     except ImportError:
         pass  # the retriever tests report the skip with the pip line
@@ -74,7 +76,9 @@ def test_pipeline_and_evaluation_through_ivfpq_and_milvus(docs, tmp_path, embedd
     doc_ids = sorted({c.doc_id for c in open_index(flat_dir, configs["flat"]).chunks})
     with open(questions, "w") as f:
         for i, q in enumerate(QUESTIONS):
-            f.write(json.dumps({"id": i, "question": q, "gold_doc_ids": doc_ids[i : i + 2], "source": "MedQuAD"}) + "\n")
+            f.write(
+                json.dumps({"id": i, "question": q, "gold_doc_ids": doc_ids[i : i + 2], "source": "MedQuAD"}) + "\n"
+            )
     tables = {}
     for name, index_dir in (("flat", flat_dir), ("ivfpq", large_dir)):
         out = tmp_path / f"{name}.json"
