@@ -172,3 +172,28 @@ def test_a_flipped_byte_is_caught_by_verify(tmp_path):
     DiskIndex.load(out)  # sizes only: a load stays cheap
     with pytest.raises(IndexLoadError, match=r"vectors.f16.npy is corrupt \(sha256 mismatch\)"):
         DiskIndex.load(out, verify=True)
+
+
+def test_a_download_is_hashed_once_then_loads_on_sizes(tmp_path, monkeypatch):
+    from medrag import disk_index
+    from medrag.config import PipelineConfig
+    from medrag.indexes import open_index
+
+    chunks, vecs = corpus(40)
+    out = build_from_chunks(chunks, vecs, tmp_path / "ix", model_id="fake")
+    cfg = PipelineConfig(embedding_model="fake", embedding_dim=16)
+    hashed = []
+    real = disk_index.sha256_file
+    monkeypatch.setattr(disk_index, "sha256_file", lambda p: hashed.append(p) or real(p))
+    assert len(open_index(out, cfg, verify=True)) == 40 and hashed  # first load of a download: every file hashed
+    hashed.clear()
+    open_index(out, cfg, verify=True)
+    open_index(out, cfg)
+    assert not hashed  # later loads: sizes only
+    marker = next(out.glob(".verified-*"))
+    marker.unlink()
+    raw = bytearray((out / "chunks.zlib").read_bytes())
+    raw[-1] ^= 0xFF
+    (out / "chunks.zlib").write_bytes(bytes(raw))
+    with pytest.raises(IndexLoadError, match=r"chunks.zlib is corrupt \(sha256 mismatch\)"):
+        open_index(out, cfg, verify=True)
