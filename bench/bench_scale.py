@@ -265,6 +265,57 @@ def real_corpus_quality(args, real_index: Path, questions, work: Path) -> dict:
     return result
 
 
+def report(results: dict, embed_rate: float | None = None, target: int = 24_000_000) -> str:
+    """Markdown tables of a results JSON: per size, the real-corpus comparison, and the projection."""
+    lines = [f"ISA: {results['isa']}", "", "| chunks | build s | build peak RSS MB | disk MB | cold load s | "
+             "serving RSS MB | recall@10 | hybrid p50 / p95 ms | dense p50 / p95 ms | bm25 p50 / p95 ms | load avg |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    sizes = sorted(results["sizes"], key=int)
+    for size in sizes:
+        row = results["sizes"][size]
+        b, v = row.get("build", {}), row["serve"]
+        ms = lambda m, v=v: f"{v[m]['p50_ms']:.1f} / {v[m]['p95_ms']:.1f}"  # noqa: E731
+        lines.append(
+            f"| {int(size):,} | {b.get('wall_s', float('nan')):.0f} | {b.get('peak_rss_mb', float('nan')):,.0f} | "
+            f"{sum(row['disk_mb'].values()):,.0f} | {v['load_s']:.1f} | {v['rss_mb']:,.0f} | {v['recall@10']:.3f} | "
+            f"{ms('hybrid')} | {ms('dense')} | {ms('bm25')} | {b.get('load_avg', 0):.1f} / {v['process']['load_avg']:.1f} |"
+        )
+        for key in sorted(k for k in row if k.startswith("serve_nprobe_")):
+            w = row[key]
+            lines.append(f"|   nprobe {key.rsplit('_', 1)[1]} | | | | | {w['rss_mb']:,.0f} | {w['recall@10']:.3f} | "
+                         f"{w['hybrid']['p50_ms']:.1f} / {w['hybrid']['p95_ms']:.1f} | "
+                         f"{w['dense']['p50_ms']:.1f} / {w['dense']['p95_ms']:.1f} | | |")  # fmt: skip
+    if "real" in results:
+        lines += ["", "| index | mode | source | hit@1 | hit@5 |", "| --- | --- | --- | --- | --- |"]
+        for key, table in results["real"].items():
+            name, mode = key.split("/")
+            for source in ("MedQuAD", "LiveQA", "PubMedQA", "all"):
+                if source in table:
+                    m = table[source]
+                    lines.append(f"| {name} | {mode} | {source} | {m['hit@1']:.3f} | {m['hit@5']:.3f} |")
+    if len(sizes) >= 2:
+        (n1, r1), (n2, r2) = [(int(s), results["sizes"][s]) for s in sizes[-2:]]
+        fit = lambda a, b: a + (b - a) * (target - n1) / (n2 - n1)  # noqa: E731  linear in chunks
+        rss = fit(r1["serve"]["rss_mb"], r2["serve"]["rss_mb"])
+        disk = sum(r2["disk_mb"].values()) * target / n2
+        lines += ["", f"Projection to {target:,} chunks (linear in chunks through the {n1:,} and {n2:,} figures):", "",
+                  "| what | projected | limit | margin |", "| --- | --- | --- | --- |",
+                  f"| serving RSS | {rss / 1024:.1f} GB | 16 GB (free CPU Space) | {16 - rss / 1024:.1f} GB |",
+                  f"| disk | {disk / 1000:.1f} GB | 50 GB (free CPU Space) | {50 - disk / 1000:.1f} GB |"]  # fmt: skip
+        for part, mb in sorted(r2["disk_mb"].items(), key=lambda kv: -kv[1]):
+            lines.append(f"|   {part} | {mb * target / n2 / 1000:.1f} GB | | |")
+        if "build" in r1 and "build" in r2:
+            peak = fit(r1["build"]["peak_rss_mb"], r2["build"]["peak_rss_mb"])
+            secs = r2["build"]["wall_s"] * target / n2
+            lines.append(f"| build peak RSS | {peak / 1024:.1f} GB | 16 GB | {16 - peak / 1024:.1f} GB |")
+            lines.append(f"| build time, index part (vectors given) | {secs / 3600:.1f} h | | |")
+        if embed_rate:
+            lines.append(
+                f"| embedding on this CPU at {embed_rate:.0f} chunks/s | {target / embed_rate / 3600:.0f} h | | |"
+            )
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -278,6 +329,8 @@ def main() -> None:
     p.add_argument("--skip-real", action="store_true", help="skip the flat-vs-ivfpq comparison on the real corpus")
     p.add_argument("--keep", action="store_true", help="keep the indexes (default: removed after measuring)")
     p.add_argument("--json", type=Path)
+    p.add_argument("--report", type=Path, help="print the tables of an earlier --json file and stop")
+    p.add_argument("--embed-rate", type=float, help="chunks/s of the encoder (bench_encoder.py), for the projection")
     p.add_argument("--child", choices=["build", "serve"], help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -293,6 +346,10 @@ def main() -> None:
         return
 
     import shutil
+
+    if args.report:
+        print(report(json.loads(args.report.read_text()), args.embed_rate))
+        return
 
     from medrag.config import PipelineConfig
     from medrag.embedder import TextEmbedder
@@ -343,6 +400,7 @@ def main() -> None:
         print(json.dumps(results["real"], indent=1), flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(report(results, args.embed_rate))
 
 
 if __name__ == "__main__":
