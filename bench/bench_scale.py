@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import resource
 import subprocess
 import sys
@@ -84,7 +85,8 @@ def synth_shard(real: Real, shard: int, size: int, seed: int = 0):
     from medrag.types import Chunk
 
     r = len(real.chunks)
-    rng, rows, base, other, share, vecs = _mix(real, shard, size, seed)
+    _, rows, base, other, share, vecs = _mix(real, shard, size, seed)
+    rng = random.Random(seed * 1_000_003 + shard)  # texts: Python's generator is ~10x faster per small draw
     chunks = []
     for j, b, o, p in zip(rows.tolist(), base.tolist(), other.tolist(), share.tolist(), strict=True):
         c = real.chunks[b]
@@ -92,10 +94,10 @@ def synth_shard(real: Real, shard: int, size: int, seed: int = 0):
             chunks.append(c)
             continue
         sents = list(real.sentences[b])
-        swap = rng.choice(len(sents), int(round(p * len(sents))), replace=False) if len(sents) > 1 else []
+        swap = rng.sample(range(len(sents)), int(round(p * len(sents)))) if len(sents) > 1 else []
         donor = real.sentences[o]
         for s in swap:
-            sents[s] = donor[rng.integers(len(donor))]
+            sents[s] = donor[rng.randrange(len(donor))]
         copy = j // r
         chunks.append(
             Chunk(id=f"{c.id}~{copy}", doc_id=f"{c.doc_id}~{copy}", title=c.title, text=" ".join(sents),
@@ -226,8 +228,10 @@ def exact_top10(real: Real, size: int, qvecs: np.ndarray) -> np.ndarray:
         sims = qvecs @ vecs.T
         rows = np.arange(s * SHARD, s * SHARD + len(vecs))
         cat_s, cat_i = np.concatenate([best_s, sims], 1), np.concatenate([best_i, np.broadcast_to(rows, sims.shape)], 1)
-        top = np.argsort(-cat_s, axis=1, kind="stable")[:, :10]
+        top = np.argpartition(-cat_s, 9, axis=1)[:, :10]
         best_s, best_i = np.take_along_axis(cat_s, top, 1), np.take_along_axis(cat_i, top, 1)
+        order = np.argsort(-best_s, axis=1, kind="stable")
+        best_s, best_i = np.take_along_axis(best_s, order, 1), np.take_along_axis(best_i, order, 1)
     return best_i
 
 

@@ -19,6 +19,7 @@ from the share of input bytes consumed.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -56,6 +57,7 @@ from medrag.store import StoreWriter
 from medrag.types import Chunk
 
 log = logging.getLogger(__name__)
+_CHUNK_FIELDS = tuple(f.name for f in dataclasses.fields(Chunk))
 
 SHARD_CHUNKS = 20_000  # ~4 min of CPU embedding here: a kill loses at most that; 24M chunks make 1,200 shards
 DOCS_PER_GROUP = 256  # documents chunked per tokenizer batch call (as medrag.chunking does)
@@ -202,8 +204,8 @@ class ShardedBuild:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         with open(tmp / "chunks.jsonl", "wb") as f:
-            for c in chunks:
-                f.write(json.dumps(c.to_dict(), ensure_ascii=False).encode() + b"\n")
+            for c in chunks:  # Chunk.to_dict's dataclasses.asdict deep-copies: 40% of a shard's time
+                f.write(json.dumps({k: getattr(c, k) for k in _CHUNK_FIELDS}, ensure_ascii=False).encode() + b"\n")
         np.save(tmp / "vectors.npy", np.asarray(vectors, dtype=np.float16), allow_pickle=False)
         new_terms = self.bm25.add_shard(tmp, [analyze(c.embed_text) for c in chunks])
         (tmp / "new_terms.json").write_text(json.dumps(new_terms, ensure_ascii=False), encoding="utf-8")
