@@ -154,9 +154,10 @@ def evict(folder: Path) -> None:
                 os.close(fd)
 
 
-def rss_mb() -> float:
+def rss_mb(field: str = "VmRSS") -> float:
+    """VmRSS (all resident pages), RssAnon (the process's own memory) or RssFile (mapped file pages, reclaimable)."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -178,6 +179,7 @@ def child_serve(args) -> dict:
     index = DiskIndex.load(args.out)
     retriever = Retriever(index, embedder, cfg)
     load_s = time.perf_counter() - t0
+    rss_loaded = rss_mb()
     if args.nprobe:
         index.nprobe = args.nprobe
     if args.rerank:
@@ -188,7 +190,7 @@ def child_serve(args) -> dict:
     first = time.perf_counter()
     retriever.search(questions[0], 5, "hybrid")
     first_s = time.perf_counter() - first
-    out = {"load_s": load_s, "first_query_s": first_s, "rss_encoder_mb": rss_encoder}
+    out = {"load_s": load_s, "first_query_s": first_s, "rss_encoder_mb": rss_encoder, "rss_loaded_mb": rss_loaded}
     for mode in ("hybrid", "dense", "bm25"):
         for q in questions[:20]:
             retriever.search(q, 5, mode)
@@ -200,7 +202,7 @@ def child_serve(args) -> dict:
         out[mode] = {"p50_ms": 1000 * np.percentile(times, 50), "p95_ms": 1000 * np.percentile(times, 95)}
     _, ids = index.search_dense(qvecs, 10)
     out["recall@10"] = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, exact, strict=True)]))
-    out["rss_mb"] = rss_mb()
+    out["rss_mb"], out["rss_anon_mb"], out["rss_file_mb"] = rss_mb(), rss_mb("RssAnon"), rss_mb("RssFile")
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
 
@@ -326,7 +328,7 @@ def main() -> None:
         "--index", type=Path, default=Path("/work/cache/index-full"), help="a flat index of the shared corpus"
     )
     p.add_argument("--questions", type=Path, default=ROOT.parent.parent / "shared" / "data" / "eval_dev.jsonl")
-    p.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 5_000_000])
+    p.add_argument("--sizes", type=int, nargs="*", default=[1_000_000, 5_000_000])
     p.add_argument("--work", type=Path, default=Path("/tmp/medrag-scale"), help="indexes are written here")
     p.add_argument("--latency-questions", type=int, default=300)
     p.add_argument("--nprobe", type=int, nargs="*", default=[], help="also serve with these nprobe values")

@@ -4,7 +4,7 @@ Only what a query needs per row stays in RAM: IVF-PQ codes (faiss, PQ_M bytes pe
 rest is on disk and read on demand:
     manifest.json        as VectorIndex's (format medrag-index/1), index_type "ivfpq", per-file sha256
     ivfpq.faiss          coarse centroids + PQ codes: the candidates of a query
-    vectors.f16.npy      (n, dim) float16 unit vectors, memory-mapped: the exact re-rank of candidates
+    vectors.f16.npy      (n, dim) float16 unit vectors, read by row (pread): the exact re-rank of candidates
     chunks.zlib, chunks.offsets.npy   medrag.store: chunk texts, read for the hits only
     topics.npy, sections.npy          int64 topic hash and uint8 section code per row (the section prior)
     bm25/                medrag.bm25_disk: memory-mapped postings
@@ -99,8 +99,10 @@ class _Sections:
 
 class DiskIndex:
     def __init__(self, path: Path, manifest: dict, ivf, vectors: np.ndarray, store: ChunkStore, bm25: DiskBM25):
-        self.path, self.manifest, self.faiss, self._vectors = path, manifest, ivf, vectors
+        self.path, self.manifest, self.faiss = path, manifest, ivf
         self.chunks, self.bm25 = store, bm25
+        self._dim, self._vec_start = vectors.shape[1], vectors.offset  # rows are read with pread, not through the map:
+        self._vec_fd = os.open(path / "vectors.f16.npy", os.O_RDONLY)  # a long-running server's RSS stays flat
         self.topics = np.load(path / "topics.npy", mmap_mode="r", allow_pickle=False)
         self.sections = _Sections(np.load(path / "sections.npy", mmap_mode="r", allow_pickle=False))
         params = manifest.get("index_params") or {}
@@ -131,7 +133,7 @@ class DiskIndex:
             rows = np.unique(row_ids[row_ids >= 0])  # ascending: the memory map is read front to back
             if not len(rows):
                 continue
-            exact = self._vectors[rows].astype(np.float32) @ q[i]
+            exact = self._rows(rows) @ q[i]
             top = np.lexsort((rows, -exact))[:k]  # score descending, then row: deterministic
             scores[i, : len(top)], ids[i, : len(top)] = exact[top], rows[top]
         return scores, ids
@@ -146,7 +148,20 @@ class DiskIndex:
 
     def vectors(self, ids) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-        return self._vectors[ids].astype(np.float32) if ids.size else np.zeros((0, self.manifest["dim"]), np.float32)
+        return self._rows(ids) if ids.size else np.zeros((0, self.manifest["dim"]), np.float32)
+
+    def _rows(self, rows: np.ndarray) -> np.ndarray:
+        """float32 copies of float16 rows, one pread each (~2 us; the page cache does the rest)."""
+        size = self._dim * 2
+        out = np.empty((len(rows), self._dim), dtype="<f2")
+        for i, r in enumerate(rows.tolist()):
+            out[i] = np.frombuffer(os.pread(self._vec_fd, size, self._vec_start + r * size), dtype="<f2")
+        return out.astype(np.float32)
+
+    def __del__(self):
+        fd, self._vec_fd = getattr(self, "_vec_fd", -1), -1
+        if fd >= 0:
+            os.close(fd)
 
     # --- disk ------------------------------------------------------------------------------
     @classmethod
