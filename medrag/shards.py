@@ -40,12 +40,12 @@ from medrag.chunking import chunk_documents
 from medrag.config import PipelineConfig
 from medrag.disk_index import (
     INDEX_TYPE,
-    NPROBE,
     PQ_M,
     RERANK,
     SECTION_NAMES,
     TRAIN_PER_LIST,
     nlist_for,
+    nprobe_for,
     sha256_file,
     train_ivfpq,
 )
@@ -307,7 +307,7 @@ class ShardedBuild:
         for start in range(0, n, ADD_ROWS):
             index.add(_read_rows(path, dim, start, min(n, start + ADD_ROWS)).astype(np.float32))
         faiss.write_index(index, str(tmp / "ivfpq.faiss"))
-        return {"nlist": index.nlist, "pq_m": index.pq.M, "pq_bits": index.pq.nbits, "nprobe": NPROBE,
+        return {"nlist": index.nlist, "pq_m": index.pq.M, "pq_bits": index.pq.nbits, "nprobe": nprobe_for(index.nlist),
                 "rerank": RERANK, "vectors": "float16", "train_rows": int(size)}  # fmt: skip
 
 
