@@ -87,3 +87,16 @@ def test_pipeline_and_evaluation_through_ivfpq_and_milvus(docs, tmp_path, embedd
         tables[name] = json.loads(out.read_text())
     assert tables["ivfpq"] == tables["flat"]
     capsys.readouterr()
+
+
+def test_milvus_without_its_package_names_the_pip_line(monkeypatch):
+    import sys
+
+    from medrag.errors import MedRAGError
+    from medrag.milvus_index import client
+
+    monkeypatch.setitem(sys.modules, "pymilvus", None)  # as if it were not installed
+    with pytest.raises(MedRAGError, match=r"pip install pymilvus==3\.0\.2 milvus-lite==3\.2\.2"):
+        client("data/milvus.db")
+    with pytest.raises(MedRAGError, match="pip install pymilvus"):
+        open_index("unused", PipelineConfig(index_engine="milvus"))
