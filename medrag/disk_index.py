@@ -13,9 +13,9 @@ Dense search asks faiss for `rerank` candidates (nprobe lists of nlist scanned w
 distances), then scores those candidates exactly against their float16 vectors, so the scores a
 caller sees are true cosines (to float16 precision) and the ranking among candidates is exact.
 
-Hashes: written at build time and checked by `verify_files` when an index is built or downloaded
-(medrag.hub), not on every load: hashing a 5M-chunk folder (~10 GB) would take minutes. `load`
-checks that each file is there with the size the manifest says.
+Hashes: written at build time and checked by `verify_files` for a download (the pipeline opens a
+Hub index with `medrag.indexes.open_index(verify=True)`: once per manifest), not on every load:
+hashing a 5M-chunk folder (~8 GB) would take minutes. `load` checks each file's presence and size.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from medrag.sections import SECTIONS
 from medrag.store import ChunkStore
 
 INDEX_TYPE = "ivfpq"
-PQ_M = 48  # bytes per vector (8 dims per sub-quantiser): bench/bench_scale.py's choice for recall@10 >= 0.95
+PQ_M = 48  # bytes per vector; with the float16 re-rank, recall@10 0.980 at 1M (bench/README.md); not swept
 NPROBE = 64  # lists scanned per query at least; nprobe_for scales it with the lists (bench/README.md)
 RERANK = 200  # PQ candidates re-scored exactly from float16 vectors
 TRAIN_PER_LIST = 40  # faiss wants >= 39 training points per list
