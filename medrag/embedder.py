@@ -23,6 +23,7 @@ Shortcuts taken on purpose:
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -312,13 +313,9 @@ def _settings(folder: Path) -> tuple[int, bool]:
 def _make_runner(folder: Path, backend: str, cache_dir: Path, precision: str = "fp32", device: str | None = None):
     max_len, mean_pooling = _settings(folder)
     if backend == "auto":
-        try:
-            import onnx  # noqa: F401
-            import onnxruntime  # noqa: F401
-
-            backend = "onnx" if mean_pooling else "torch"
-        except ModuleNotFoundError:
-            backend = "torch"
+        # find_spec, not import: importing onnx (only the non-BERT fallback export needs it) costs ~2 CPU s
+        has_ort = importlib.util.find_spec("onnxruntime") is not None
+        backend = "onnx" if has_ort and mean_pooling else "torch"
     if backend == "onnx":
         try:
             return _OnnxRunner(folder, max_len, cache_dir, precision)

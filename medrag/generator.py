@@ -116,9 +116,9 @@ def resolve_generator_name(config: PipelineConfig) -> str:
         return choice
     if config.openai_url:
         return "openai"
-    import torch
+    from medrag.hardware import cuda_available
 
-    return "hf" if torch.cuda.is_available() else "extractive"
+    return "hf" if cuda_available() else "extractive"
 
 
 def make_generator(config: PipelineConfig, embedder=None) -> Generator:

@@ -504,18 +504,8 @@ def build_streaming(
 def build_embedder(config: PipelineConfig):
     """The build's embedder: torch on CUDA when a GPU is present and the backend is auto, else as configured."""
     from medrag.embedder import TextEmbedder
+    from medrag.hardware import cuda_available
 
-    if config.embedding_backend == "auto" and _cuda_available():
+    if config.embedding_backend == "auto" and cuda_available():
         return TextEmbedder.from_config(config.replace(embedding_backend="torch"))  # the torch runner picks CUDA
     return TextEmbedder.from_config(config)
-
-
-def _cuda_available() -> bool:
-    if not Path("/proc/driver/nvidia/version").exists():
-        return False  # no NVIDIA driver: do not pay for importing torch to learn that
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except ImportError:
-        return False

@@ -26,8 +26,16 @@ class LengthEmbedder:
 
 
 @pytest.fixture
-def cuda(monkeypatch):
+def cuda(monkeypatch, tmp_path):
+    """A machine with the NVIDIA driver loaded, whose torch says CUDA is (or is not) available."""
     import torch
+
+    import medrag.hardware
+
+    driver = tmp_path / "nvidia-version"
+    driver.write_text("NVRM version: stand-in\n")
+    monkeypatch.setattr(medrag.hardware, "NVIDIA_DRIVER", driver)
+    monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
 
     def set_cuda(available: bool):
         monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
