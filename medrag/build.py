@@ -136,27 +136,48 @@ def _check_out(out: Path, paths: Sequence[str | Path]) -> None:
             )
 
 
-def ensure_index(paths: Sequence[str | Path], out: str | Path, config: PipelineConfig, *, embedder=None) -> bool:
+def is_fresh(folder: str | Path, documents, config: PipelineConfig) -> bool:
+    """Whether `folder` holds an index of exactly these documents, chunked and embedded as `config` says."""
+    try:
+        manifest = VectorIndex.read_manifest(folder)
+    except IndexLoadError:
+        return False
+    chunker = manifest.get("chunker", {})
+    return (
+        manifest.get("corpus_sha256") == corpus_sha256(documents)
+        and same_model(manifest.get("embedding_model", ""), config.embedding_model)
+        and chunker.get("max_tokens") == config.chunk_tokens
+        and chunker.get("overlap") == config.chunk_overlap
+        and manifest.get("index_type") == config.index_type
+    )
+
+
+def ensure_index(
+    paths: Sequence[str | Path], out: str | Path, config: PipelineConfig, *, embedder=None, prebuilt=None
+) -> bool:
     """Build `out` from `paths` unless it already holds an index of these documents and this model.
 
-    Returns True when it (re)built. Used for the built-in sample corpus and the evaluation CLI.
+    `prebuilt`: an index folder shipped with the code (the sample corpus's, data/sample_index); when it
+    is fresh for these documents it is copied (loaded with its checksums checked, saved atomically)
+    instead of embedding the corpus again, which is most of a Space's cold start.
+    Returns True when it wrote `out`. Used for the built-in sample corpus and the evaluation CLI.
     """
-    try:
-        manifest = VectorIndex.read_manifest(out)
-    except IndexLoadError:
-        manifest = None
-    if manifest is not None:
-        docs = load_documents(paths).documents
-        fresh = (
-            manifest.get("corpus_sha256") == corpus_sha256(docs)
-            and same_model(manifest.get("embedding_model", ""), config.embedding_model)
-            and manifest.get("chunker", {}).get("max_tokens") == config.chunk_tokens
-            and manifest.get("chunker", {}).get("overlap") == config.chunk_overlap
-            and manifest.get("index_type") == config.index_type
-        )
-        if fresh:
+    have_out = (Path(out) / "manifest.json").is_file()
+    if not have_out and not (prebuilt and (Path(prebuilt) / "manifest.json").is_file()):
+        return _build(paths, out, config, embedder)
+    docs = load_documents(paths).documents
+    if have_out:
+        if is_fresh(out, docs, config):
             return False
         log.info("index at %s is stale: rebuilding", out)
+    if prebuilt and is_fresh(prebuilt, docs, config):
+        VectorIndex.load(prebuilt, expect_model=config.embedding_model).save(out)
+        log.info("index at %s copied from the prebuilt %s", out, prebuilt)
+        return True
+    return _build(paths, out, config, embedder)
+
+
+def _build(paths, out, config, embedder) -> bool:
     report = build_index(paths, out, config, embedder=embedder)
     log.info(report.summary())
     return True

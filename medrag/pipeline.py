@@ -28,7 +28,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from medrag.citations import check_citations
-from medrag.config import DEFAULT_INDEX_DIR, PipelineConfig
+from medrag.config import DEFAULT_INDEX_DIR, SAMPLE_INDEX_DIR, PipelineConfig
 from medrag.errors import ConfigError, IndexLoadError, InputError
 from medrag.language import reads_as_english
 from medrag.prompts import CANNOT_ANSWER_PHRASE, DISCLAIMER, NOT_ENGLISH_MESSAGE, URGENT_MESSAGES
@@ -312,7 +312,7 @@ def open_configured_index(config: PipelineConfig, embedder=None):
             from medrag.build import ensure_index
 
             log.info("no index at %s: building it from the sample corpus %s", path, config.sample_docs)
-            ensure_index([config.sample_docs], path, config, embedder=embedder)
+            ensure_index([config.sample_docs], path, config, embedder=embedder, prebuilt=SAMPLE_INDEX_DIR)
     return open_index(path, config), None
 
 

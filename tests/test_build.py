@@ -164,3 +164,48 @@ def test_build_index_refuses_before_loading(tmp_path):
     with pytest.raises(IndexWriteError, match="holds no MedRAG index"):
         build_index([tmp_path / "nothing-here"], out, PipelineConfig())
     assert (out / "keep.txt").read_text() == "mine"
+
+
+# --- the shipped sample index (data/sample_index): a cold start copies it instead of embedding -----
+class NoEmbedding:
+    """An embedder that fails the test if anything is embedded."""
+
+    def embed(self, texts, **kw):
+        raise AssertionError(f"embedded {len(texts)} texts: the prebuilt index should have been copied")
+
+
+def test_the_shipped_sample_index_is_fresh_for_the_sample_corpus():
+    from medrag.build import is_fresh
+    from medrag.config import SAMPLE_INDEX_DIR
+    from medrag.documents import load_documents
+
+    config = PipelineConfig()
+    docs = load_documents([config.sample_docs]).documents
+    assert is_fresh(SAMPLE_INDEX_DIR, docs, config), (
+        "data/sample_index is stale (the sample corpus or the chunker/model settings changed): rebuild it with "
+        "'python index_builder.py --docs data/sample --out data/sample_index'"
+    )
+    VectorIndex.load(SAMPLE_INDEX_DIR, expect_model=config.embedding_model)  # every file's checksum holds
+
+
+def test_a_cold_start_copies_the_shipped_sample_index_without_embedding(tmp_path):
+    from medrag.build import ensure_index
+    from medrag.config import SAMPLE_INDEX_DIR
+
+    config = PipelineConfig(index_dir=str(tmp_path / "index"))
+    out = tmp_path / "index"
+    assert ensure_index([config.sample_docs], out, config, embedder=NoEmbedding(), prebuilt=SAMPLE_INDEX_DIR)
+    copied, shipped = VectorIndex.load(out), VectorIndex.load(SAMPLE_INDEX_DIR)
+    assert [c.text for c in copied.chunks] == [c.text for c in shipped.chunks]
+    assert copied.faiss.ntotal == shipped.faiss.ntotal == len(shipped.chunks)
+    assert not ensure_index([config.sample_docs], out, config, embedder=NoEmbedding(), prebuilt=SAMPLE_INDEX_DIR)
+
+
+def test_a_prebuilt_index_of_other_documents_is_not_copied(tmp_path, embedder):
+    from medrag.build import ensure_index
+    from medrag.config import SAMPLE_INDEX_DIR
+
+    docs = corpus(tmp_path / "docs")
+    out = tmp_path / "index"
+    assert ensure_index([docs], out, PipelineConfig(), embedder=embedder, prebuilt=SAMPLE_INDEX_DIR)
+    assert len(VectorIndex.load(out).chunks) < 10  # its own three documents, not the sample's 108 chunks
