@@ -136,10 +136,13 @@ def _check_out(out: Path, paths: Sequence[str | Path]) -> None:
             )
 
 
-def ensure_index(paths: Sequence[str | Path], out: str | Path, config: PipelineConfig, *, embedder=None) -> bool:
+def ensure_index(
+    paths: Sequence[str | Path], out: str | Path, config: PipelineConfig, *, embedder=None, extra: dict | None = None
+) -> bool:
     """Build `out` from `paths` unless it already holds an index of these documents and this model.
 
-    Returns True when it (re)built. Used for the built-in sample corpus and the evaluation CLI.
+    Returns True when it (re)built. Used for the built-in sample corpus (medrag.index_source) and the
+    evaluation CLI; `extra` goes into the manifest of a new build (the sample's attribution).
     """
     try:
         manifest = VectorIndex.read_manifest(out)
@@ -157,6 +160,6 @@ def ensure_index(paths: Sequence[str | Path], out: str | Path, config: PipelineC
         if fresh:
             return False
         log.info("index at %s is stale: rebuilding", out)
-    report = build_index(paths, out, config, embedder=embedder)
+    report = build_index(paths, out, config, embedder=embedder, extra=extra)
     log.info(report.summary())
     return True

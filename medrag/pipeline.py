@@ -11,9 +11,8 @@ and versions it started with. An index from a Hub repo is reported as "repo@<com
 `answer`/`stream` check their own arguments: a question that is not text or holds a lone
 surrogate gets an `Answer(kind="invalid")` saying what to do, like any unusable question; a
 top_k, mode, temperature or max_new_tokens out of its range (below) raises InputError naming
-the argument, the value and the range. The configured index folder is opened as it is: one that
-exists but is no index is an error, never wiped; only the default folder (data/index) is built
-from the sample corpus, so a mistyped MEDRAG_INDEX_DIR never serves the sample corpus unnoticed.
+the argument, the value and the range. The index is opened by medrag.index_source, which also
+says where it came from (`index_status`).
 """
 
 from __future__ import annotations
@@ -25,11 +24,11 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 
 from medrag.citations import check_citations
-from medrag.config import DEFAULT_INDEX_DIR, PipelineConfig
-from medrag.errors import ConfigError, IndexLoadError, InputError
+from medrag.config import PipelineConfig
+from medrag.errors import ConfigError, InputError
+from medrag.index_source import IndexStatus, open_configured
 from medrag.language import reads_as_english
 from medrag.prompts import CANNOT_ANSWER_PHRASE, DISCLAIMER, NOT_ENGLISH_MESSAGE, URGENT_MESSAGES
 from medrag.retriever import MODES, evidence
@@ -133,7 +132,7 @@ class RAGPipeline:
     ):
         self.config = config or PipelineConfig.from_env()
         self._embedder, self._index, self._retriever, self._generator = embedder, index, retriever, generator
-        self.index_source: str | None = None  # "repo@commit" when the index came from a Hub repo
+        self.index_status: IndexStatus | None = None  # where the index came from, once it is opened
         self._lock = threading.RLock()  # first use from several sessions at once builds each part once
 
     # --- components, loaded on first use --------------------------------------------------
@@ -150,7 +149,8 @@ class RAGPipeline:
     def index(self):
         with self._lock:
             if self._index is None:
-                self._index, self.index_source = open_configured_index(self.config, self.embedder)
+                opened = open_configured(self.config, self.embedder)
+                self._index, self.index_status = opened.index, opened.status
             return self._index
 
     @property
@@ -171,19 +171,26 @@ class RAGPipeline:
                 self._generator = make_generator(self.config, embedder=self.embedder)
             return self._generator
 
-    def swap(self, *, index=None, generator=None, index_source: str | None = None) -> None:
-        """Replace the index (from `index_source`, "repo@commit", if any) or the generator for the next
+    @property
+    def loaded_generator(self):
+        """The generator if one was loaded, else None (the status page must not load one)."""
+        with self._lock:
+            return self._generator
+
+    def swap(self, *, index=None, generator=None, index_status: IndexStatus | None = None) -> None:
+        """Replace the index (with its `index_status`, if known) or the generator for the next
         questions; answers in flight keep theirs."""
         with self._lock:
             if index is not None:
-                self._index, self._retriever, self.index_source = index, None, index_source
+                self._index, self._retriever, self.index_status = index, None, index_status
             if generator is not None:
                 self._generator = generator
 
     def versions(self) -> dict[str, str]:
         """What answers now: embedding model, index ("repo@commit" from the Hub, else its manifest hash), generator."""
         with self._lock:
-            index, source, generator = self._index, self.index_source, self._generator
+            index, status, generator = self._index, self.index_status, self._generator
+        source = status.source if status else None
         v = {"embedding_model": self.config.embedding_model}
         if index is not None:
             v["embedding_model"] = index.manifest.get("embedding_model", v["embedding_model"])
@@ -281,66 +288,3 @@ class RAGPipeline:
         ans.timings = {**(timings or {}), "total": time.perf_counter() - t0}
         ans.timings.setdefault("first_token", ans.timings["total"])
         return ans
-
-
-def load_configured_index(config: PipelineConfig, embedder=None):
-    """The index the configuration names: a Hub repo, a folder, or the built-in sample corpus."""
-    return open_configured_index(config, embedder)[0]
-
-
-def open_configured_index(config: PipelineConfig, embedder=None):
-    """The configured index and where it came from: "repo@commit" for a Hub repo, else None."""
-    from medrag.indexes import open_index
-
-    if config.index_engine == "milvus":
-        return open_index(config.milvus_uri, config), f"milvus:{config.milvus_collection}"
-    if config.index_repo:
-        return load_hub_index(config.index_repo, config.index_revision, config)
-    path = Path(config.index_dir)
-    if not (path / "manifest.json").exists():
-        build = f"'python index_builder.py --docs YOUR_DOCUMENTS --out {path}'"
-        sample = "or unset MEDRAG_INDEX_DIR to serve the built-in sample corpus"
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise IndexLoadError(
-                f"The index folder {path} (MEDRAG_INDEX_DIR) exists but holds no MedRAG index (no manifest.json); "
-                f"nothing in it was changed. Point MEDRAG_INDEX_DIR at an index folder, build one with {build}, "
-                f"{sample}"
-            )
-        if path.resolve() != DEFAULT_INDEX_DIR.resolve():
-            raise IndexLoadError(f"No index at {path} (MEDRAG_INDEX_DIR): build it with {build}, {sample}")
-        if Path(config.sample_docs).is_dir():
-            from medrag.build import ensure_index
-
-            log.info("no index at %s: building it from the sample corpus %s", path, config.sample_docs)
-            ensure_index([config.sample_docs], path, config, embedder=embedder)
-    return open_index(path, config), None
-
-
-def load_hub_index(repo: str, revision: str, config: PipelineConfig):
-    """The index in a Hub dataset repo at `revision`, fully loaded and checked, and "repo@commit".
-
-    Errors name the repo and commit and what to do (the cache path inside the HF cache is no use to a reader).
-    """
-    from medrag.embedder import same_model
-    from medrag.hub import download_index
-    from medrag.index import VectorIndex
-    from medrag.indexes import open_index
-
-    found = download_index(repo, revision)
-    source = f"{repo}@{found.commit}"
-    try:
-        manifest = VectorIndex.read_manifest(found.path)
-        model, dim = manifest.get("embedding_model", "?"), manifest.get("dim")
-        if same_model(str(model), config.embedding_model) and dim == config.embedding_dim:
-            return open_index(found.path, config, verify=True), source  # a download is hashed once
-    except IndexLoadError as e:
-        raise IndexLoadError(
-            f"The index in dataset repo {source} cannot be loaded: {e}; push it again with "
-            f"'python index_builder.py --docs ... --push-to-hub {repo}'"
-        ) from e
-    raise IndexLoadError(
-        f"The index in dataset repo {source} was built with {model} (dim {dim}), but this app embeds questions "
-        f"with {config.embedding_model} (dim {config.embedding_dim}): push an index built with "
-        f"{config.embedding_model} ('python index_builder.py --docs ... --push-to-hub {repo}'), set "
-        f"MEDRAG_EMBEDDING_MODEL={model}, or pin MEDRAG_INDEX_REVISION to a commit that matches"
-    )

@@ -17,16 +17,14 @@ app's components.
 from __future__ import annotations
 
 import html
-import json
 import re
 from collections.abc import Iterable, Sequence
-from functools import lru_cache
 from importlib import metadata
-from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from medrag import citations
 from medrag.citations import MARKER
+from medrag.index_source import IndexStatus
 from medrag.prompts import CANNOT_ANSWER_PHRASE, DISCLAIMER
 from medrag.types import Answer, Citation, Hit
 
@@ -271,19 +269,6 @@ def mode_line(generator) -> str:
     return f"{inert(name)}{f' ({details})' if details else ''}"
 
 
-def read_manifest(pipeline) -> dict:
-    """The loaded index's manifest: the index object's own, else manifest.json in the index folder."""
-    index = getattr(pipeline, "_index", None)
-    manifest = getattr(index, "manifest", None)
-    if isinstance(manifest, dict):
-        return manifest
-    path = Path(getattr(index, "path", None) or pipeline.config.index_dir) / "manifest.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
 def manifest_lines(manifest: dict) -> list[str]:
     if not manifest:
         return ["- no index loaded yet"]
@@ -300,40 +285,17 @@ def manifest_lines(manifest: dict) -> list[str]:
     return [f"- {k}: {v}" for k, v in fields]
 
 
-@lru_cache(maxsize=4)
-def _sample_sha(sample_docs: str, stamp: float) -> str:
-    from medrag.documents import corpus_sha256, load_documents
-
-    return corpus_sha256(load_documents([sample_docs]).documents)
-
-
-def attribution(pipeline, manifest: dict) -> str:
-    """Where the loaded corpus comes from, in a sentence or two."""
-    cfg = pipeline.config
-    if cfg.index_repo:
-        source = getattr(pipeline, "index_source", None) or f"{cfg.index_repo}@{cfg.index_revision}"
+def attribution(status: IndexStatus | None, config) -> str:
+    """Where the loaded corpus comes from, in a sentence or two: the Hub repo, else what the manifest recorded."""
+    if status is not None and status.kind == "hub":
         return (
-            f"Index from the Hub dataset repo {code(source)}; see its dataset card for the sources and their licences."
+            f"Index from the Hub dataset repo {code(status.location)}; see its dataset card for the sources and "
+            "their licences."
         )
-    sample = Path(cfg.sample_docs)
-    try:
-        is_sample = sample.is_dir() and manifest.get("corpus_sha256") == _sample_sha(
-            str(sample), sample.stat().st_mtime
-        )
-    except Exception:  # an unreadable sample folder only costs the attribution line
-        is_sample = False
-    if is_sample:
-        names = inert(
-            ", ".join(map(str, (manifest.get("extra") or {}).get("sources") or [])) or "MedlinePlus, NHS, CDC"
-        )
-        note = sample.parent / "SAMPLE_CORPUS.md"
-        more = f" See `data/{note.name}`." if note.exists() else ""
-        return (
-            "The built-in sample corpus: short consumer-health summaries written by the MedRAG project in its own "
-            f"words (CC BY 4.0), each restating facts from one public page ({names}) and linking to it as its source."
-            + more
-        )
-    return f"A local corpus indexed into {code(cfg.index_dir)}; see that collection's own licence and attribution."
+    if status is not None and status.attribution:
+        return inert(status.attribution)
+    folder = status.location if status is not None else config.index_dir
+    return f"A local corpus indexed into {code(folder)}; see that collection's own licence and attribution."
 
 
 def refresh_lines(refresher) -> list[str]:
@@ -359,8 +321,8 @@ def refresh_lines(refresher) -> list[str]:
 
 def status_markdown(pipeline, refresher=None) -> str:
     """Mode, index manifest, versions, Hub updates, how it works and data attribution, as markdown."""
-    manifest = read_manifest(pipeline)
-    generator = getattr(pipeline, "_generator", None)
+    status = pipeline.index_status
+    generator = pipeline.loaded_generator
     mode = mode_line(generator) if generator is not None else "not loaded yet"
     versions = {
         "medrag": _medrag_version(),
@@ -372,8 +334,8 @@ def status_markdown(pipeline, refresher=None) -> str:
         f"**Mode:** {mode}",
         "",
         "**Index**",
-        *([f"- source: {code(pipeline.index_source)}"] if getattr(pipeline, "index_source", None) else []),
-        *manifest_lines(manifest),
+        *([f"- source: {code(status.source)}"] if status is not None and status.source else []),
+        *manifest_lines(status.manifest if status is not None else {}),
         "",
         *refresh_lines(refresher),
         "**Versions:** " + " · ".join(f"{k} {v}" for k, v in versions.items()),
@@ -382,7 +344,7 @@ def status_markdown(pipeline, refresher=None) -> str:
         HOW_IT_WORKS,
         "",
         "### Data",
-        attribution(pipeline, manifest),
+        attribution(status, pipeline.config),
         "",
         f"*{DISCLAIMER}*",
     ]

@@ -10,7 +10,8 @@ import pytest
 from medrag.config import PipelineConfig
 from medrag.errors import ConfigError, IndexLoadError, InputError
 from medrag.index import VectorIndex
-from medrag.pipeline import RAGPipeline, open_configured_index, retrieval_query
+from medrag.index_source import SAMPLE_ATTRIBUTION, open_configured
+from medrag.pipeline import RAGPipeline, retrieval_query
 from medrag.prompts import (
     CANNOT_ANSWER_PHRASE,
     CRISIS_MESSAGE,
@@ -324,23 +325,26 @@ def test_a_configured_folder_that_is_no_index_is_an_error_and_never_wiped(tmp_pa
     (folder / "notes.txt").write_text("mine")
     config = PipelineConfig(index_dir=str(folder))
     with pytest.raises(IndexLoadError, match=r"my-index \(MEDRAG_INDEX_DIR\) exists but holds no MedRAG index"):
-        open_configured_index(config, WordEmbedder())
+        open_configured(config, WordEmbedder())
     assert [p.name for p in folder.iterdir()] == ["notes.txt"]
 
 
 def test_a_configured_folder_that_is_absent_is_not_filled_with_the_sample_corpus(tmp_path):
     config = PipelineConfig(index_dir=str(tmp_path / "typo"))
     with pytest.raises(IndexLoadError, match=r"No index at .*typo \(MEDRAG_INDEX_DIR\): build it with 'python index"):
-        open_configured_index(config, WordEmbedder())
+        open_configured(config, WordEmbedder())
     assert not (tmp_path / "typo").exists()
 
 
 def test_the_default_folder_is_built_from_the_sample_corpus(tmp_path, monkeypatch, embedder, cache_dir):
-    monkeypatch.setattr("medrag.pipeline.DEFAULT_INDEX_DIR", tmp_path / "index")
+    monkeypatch.setattr("medrag.index_source.DEFAULT_INDEX_DIR", tmp_path / "index")
     (tmp_path / "sample").mkdir()
     (tmp_path / "sample" / "asthma.md").write_text("# Asthma\n\nAsthma narrows the airways.\n")
     config = PipelineConfig(
         index_dir=str(tmp_path / "index"), sample_docs=str(tmp_path / "sample"), cache_dir=str(cache_dir)
     )
-    index, source = open_configured_index(config, embedder)
-    assert source is None and [c.doc_id for c in index.chunks] == ["asthma"]
+    opened = open_configured(config, embedder)
+    assert opened.status.source is None and [c.doc_id for c in opened.index.chunks] == ["asthma"]
+    assert opened.status.attribution == SAMPLE_ATTRIBUTION  # recorded at build time: the UI never re-hashes the corpus
+    again = open_configured(config, embedder)  # opened as it is: the attribution is read back from the manifest
+    assert again.status.attribution == SAMPLE_ATTRIBUTION and again.status.location == str(tmp_path / "index")
