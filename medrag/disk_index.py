@@ -34,7 +34,7 @@ import numpy as np
 from medrag.bm25_disk import DiskBM25
 from medrag.embedder import same_model
 from medrag.errors import IndexLoadError
-from medrag.index import _QUESTION_WORDS, _STOPWORDS, _TOKEN, FORMAT, analyze
+from medrag.index import FORMAT, analyze
 from medrag.sections import SECTIONS
 from medrag.store import ChunkStore
 
@@ -155,10 +155,9 @@ class DiskIndex:
     def search_bm25(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         return self.bm25.search([analyze(q) for q in queries], k)
 
-    def unknown_words(self, text: str, common=None) -> list[str]:
-        """As VectorIndex.unknown_words: words no chunk contains, asking and everyday words aside."""
-        words = dict.fromkeys(w for w in _TOKEN.findall(text.lower()) if w not in _STOPWORDS | _QUESTION_WORDS)
-        return [w for w in words if analyze(w) and analyze(w)[0] not in self.bm25 and not (common and common(w))]
+    def has_term(self, term: str) -> bool:
+        """As VectorIndex.has_term: some chunk holds the BM25 term."""
+        return term in self.bm25
 
     def vectors(self, ids) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)

@@ -160,7 +160,6 @@ class TextEmbedder:
         self._folder: Path | None = None
         self._tokenizer = self._runner = None
         self._lock = threading.Lock()
-        self._vocab: frozenset[str] | None = None
         self._memo: OrderedDict[str, np.ndarray] = OrderedDict()  # embed_cached's LRU
         self._query_memo: OrderedDict[str, np.ndarray] = OrderedDict()  # embed_query's last few questions
 
@@ -187,12 +186,6 @@ class TextEmbedder:
         if self._tokenizer is None:
             self._tokenizer = _load_tokenizer(self.model_path, None)
         return self._tokenizer
-
-    def is_common_word(self, word: str) -> bool:
-        """True when the model's own vocabulary holds `word` whole: everyday English, not a rare name."""
-        if self._vocab is None:
-            self._vocab = frozenset(self.tokenizer.get_vocab())
-        return word.lower() in self._vocab
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False).ids)

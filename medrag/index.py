@@ -65,13 +65,8 @@ log = logging.getLogger(__name__)
 faiss.cvar.distance_compute_blas_threshold = 20  # BLAS from 20 queries: ~6x faster batched search, same results
 
 _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-_TOKEN = re.compile(r"(?u)\b\w\w+\b")  # bm25s' (and scikit-learn's) default token pattern
-_STOPWORDS = frozenset(STOPWORDS_EN)
-_QUESTION_WORDS = frozenset(
-    "what which who whom whose when where why how does do did doing done can could should would will shall may might "
-    "must have has had get gets got getting tell know please anyone someone thanks thank hi hello "
-    "i me my mine myself we us our you your yours he him his she her it its they them their".split()
-)  # words of asking, not of the topic: never a reason to decline
+TOKEN = re.compile(r"(?u)\b\w\w+\b")  # bm25s' (and scikit-learn's) default token pattern
+STOPWORDS = frozenset(STOPWORDS_EN)
 _STEMMER = Stemmer.Stemmer("english")
 _STEMS: dict[str, str] = {}
 _STEM_LOCK = threading.Lock()  # a PyStemmer object must not be used by two threads at once
@@ -84,7 +79,7 @@ def _stem(words: list[str]) -> list[str]:
 
 def analyze(text: str) -> list[str]:
     """BM25 terms of a text: lower-cased words of 2+ characters, English stopwords out, Snowball-stemmed."""
-    words = [w for w in _TOKEN.findall(text.lower()) if w not in _STOPWORDS]
+    words = [w for w in TOKEN.findall(text.lower()) if w not in STOPWORDS]
     new = [w for w in set(words) if w not in _STEMS]
     if new:
         if len(_STEMS) > 1_000_000:  # a long-running server must not grow without bound
@@ -196,16 +191,9 @@ class VectorIndex:
             scores[row, : top.size], ids[row, : top.size] = total[top], top
         return scores, ids
 
-    def unknown_words(self, text: str, common=None) -> list[str]:
-        """Words of `text` that no chunk contains: names the corpus never mentions.
-
-        Stopwords and words of asking never count, nor words `common(word)` calls everyday
-        English (the pipeline passes the embedder's vocabulary), so a small corpus that never
-        says "safe" still answers "is it safe...?".
-        """
-        vocab = self.bm25.vocab_dict
-        words = dict.fromkeys(w for w in _TOKEN.findall(text.lower()) if w not in _STOPWORDS | _QUESTION_WORDS)
-        return [w for w in words if analyze(w) and analyze(w)[0] not in vocab and not (common and common(w))]
+    def has_term(self, term: str) -> bool:
+        """True when some chunk holds the BM25 term (a stem from `analyze`): medrag.evidence asks this."""
+        return term in self.bm25.vocab_dict
 
     def vectors(self, ids) -> np.ndarray:
         """The stored unit vectors of rows `ids`, (len(ids), dim) float32."""

@@ -31,7 +31,7 @@ from medrag.errors import ConfigError, InputError
 from medrag.index_source import IndexStatus, open_configured
 from medrag.language import reads_as_english
 from medrag.prompts import CANNOT_ANSWER_PHRASE, DISCLAIMER, NOT_ENGLISH_MESSAGE, URGENT_MESSAGES
-from medrag.retriever import MODES, evidence
+from medrag.retriever import MODES
 from medrag.safety import check_input, clean_question, detect_red_flag
 from medrag.types import Answer
 
@@ -132,6 +132,7 @@ class RAGPipeline:
     ):
         self.config = config or PipelineConfig.from_env()
         self._embedder, self._index, self._retriever, self._generator = embedder, index, retriever, generator
+        self._gate = None  # built with the retriever, for the same index
         self.index_status: IndexStatus | None = None  # where the index came from, once it is opened
         self._lock = threading.RLock()  # first use from several sessions at once builds each part once
 
@@ -163,6 +164,15 @@ class RAGPipeline:
             return self._retriever
 
     @property
+    def gate(self):
+        with self._lock:
+            if self._gate is None or self._gate.index is not self.retriever.index:
+                from medrag.evidence import EvidenceGate
+
+                self._gate = EvidenceGate(self.retriever.index, self.embedder, self.config)
+            return self._gate
+
+    @property
     def generator(self):
         with self._lock:
             if self._generator is None:
@@ -182,7 +192,7 @@ class RAGPipeline:
         questions; answers in flight keep theirs."""
         with self._lock:
             if index is not None:
-                self._index, self._retriever, self.index_status = index, None, index_status
+                self._index, self._retriever, self._gate, self.index_status = index, None, None, index_status
             if generator is not None:
                 self._generator = generator
 
@@ -230,23 +240,21 @@ class RAGPipeline:
             return
 
         with self._lock:  # pinned for this answer, even if swapped meanwhile; the versions name what is pinned
-            retriever, generator = self.retriever, self.generator
+            retriever, gate, generator = self.retriever, self.gate, self.generator
             versions = self.versions()  # names the index and generator just pinned
         query = retrieval_query(question, history, cfg.history_turns)
         hits = retriever.search(query, k=options["top_k"], mode=options["mode"])
         t_retrieved = time.perf_counter()
         timings = {"retrieval": t_retrieved - t0}
-        common = getattr(self.embedder, "is_common_word", None)
-        unknown = retriever.index.unknown_words(question, common) if cfg.decline_unknown_words else []
-        if evidence(hits) < cfg.min_evidence or unknown:
-            why = f" The sources never mention: {', '.join(unknown)}." if unknown else ""
+        verdict = gate.check(question, hits)
+        if not verdict.ok:
             ans = Answer(
                 question,
-                CANNOT_ANSWER_PHRASE + why,
+                CANNOT_ANSWER_PHRASE + verdict.explanation,
                 sources=hits,
                 kind="declined",
                 declined=True,
-                decline_reason="weak_evidence",
+                decline_reason=verdict.reason,
             )
             yield self._finish(ans, t0, timings, versions)
             return

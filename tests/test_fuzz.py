@@ -35,6 +35,7 @@ from medrag import documents
 from medrag.chunking import chunk_document
 from medrag.documents import LOADERS, load_documents
 from medrag.errors import MedRAGError
+from medrag.evidence import EvidenceGate
 from medrag.index import VectorIndex
 from medrag.safety import check_input
 from medrag.types import Document
@@ -286,4 +287,4 @@ def test_a_damaged_index_loads_or_raises_index_load_error(index_folder, damages)
     query = np.ones((1, index.manifest["dim"]), dtype=np.float32)
     index.search_dense(query / np.linalg.norm(query), 5)  # what loads also answers
     index.search_bm25(["blood pressure and the heart", "itchy skin"], 5)
-    index.unknown_words("zorvatrexil heart")
+    EvidenceGate(index).unknown_words("zorvatrexil heart")

@@ -9,6 +9,7 @@ import pytest
 
 from medrag.config import PipelineConfig
 from medrag.errors import ConfigError, IndexLoadError, InputError
+from medrag.evidence import EvidenceGate
 from medrag.index import VectorIndex
 from medrag.index_source import SAMPLE_ATTRIBUTION, open_configured
 from medrag.pipeline import RAGPipeline, retrieval_query
@@ -235,15 +236,26 @@ def test_nothing_heavy_loads_on_construction_or_import():
     assert out.split() == ["False", "False"]
 
 
-def test_unknown_words_skip_pronouns_and_everyday_words():
+def test_unknown_words_skip_pronouns_and_everyday_words(embedder):
     pipe, _ = make()
-    assert pipe.index.unknown_words("Can my kid get zorvatrexil?") == ["kid", "zorvatrexil"]
-    assert pipe.index.unknown_words("Can my kid get zorvatrexil?", common=lambda w: w == "kid") == ["zorvatrexil"]
+    assert EvidenceGate(pipe.index).unknown_words("Can my kid get zorvatrexil?") == ["kid", "zorvatrexil"]
+    assert EvidenceGate(pipe.index, embedder).unknown_words("Can my kid get zorvatrexil?") == ["zorvatrexil"]
 
 
 def test_real_vocabulary_tells_everyday_words_from_names(embedder):
-    assert embedder.is_common_word("safe") and embedder.is_common_word("Insurance")
-    assert not embedder.is_common_word("zorvatrexil") and not embedder.is_common_word("kravitz")
+    gate = EvidenceGate(make()[0].index, embedder)
+    assert gate.is_common_word("safe") and gate.is_common_word("Insurance")
+    assert not gate.is_common_word("zorvatrexil") and not gate.is_common_word("kravitz")
+
+
+def test_the_gate_gives_its_verdict_and_reason():
+    pipe, _ = make()
+    hits = pipe.retriever.search("Does asthma cause wheezing?")
+    assert EvidenceGate(pipe.index, config=pipe.config).check("Does asthma cause wheezing?", hits).ok
+    weak = EvidenceGate(pipe.index, config=pipe.config).check("asthma wheezing", [])  # no hit: evidence 0.0
+    assert (weak.ok, weak.reason, weak.unknown, weak.explanation) == (False, "weak_evidence", (), "")
+    unknown = EvidenceGate(pipe.index, config=pipe.config).check("Does zorvatrexil cause asthma?", hits)
+    assert not unknown.ok and unknown.unknown == ("zorvatrexil",)
 
 
 # --- the pipeline checks its own arguments --------------------------------------------------------
