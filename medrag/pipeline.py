@@ -8,32 +8,28 @@ serves every visitor of the app concurrently. `swap()` replaces the index or gen
 next questions (medrag.refresh does this on a Hub push); an answer pins the retriever, generator
 and versions it started with. An index from a Hub repo is reported as "repo@<commit sha>".
 
-`answer`/`stream` check their own arguments: a question that is not text or holds a lone
-surrogate gets an `Answer(kind="invalid")` saying what to do, like any unusable question; a
-top_k, mode, temperature or max_new_tokens out of its range (below) raises InputError naming
-the argument, the value and the range. The index is opened by medrag.index_source, which also
+`answer`/`stream` take the question and a `medrag.request.Request` (top_k, mode, temperature,
+max_new_tokens, history; checked where it is made). A question that is not text or holds a lone
+surrogate gets an `Answer(kind=AnswerKind.INVALID)` saying what to do, like any unusable question. The index is opened by medrag.index_source, which also
 says where it came from (`index_status`).
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import numbers
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 
 from medrag.citations import check_citations
 from medrag.config import PipelineConfig
-from medrag.errors import ConfigError, InputError
 from medrag.index_source import IndexStatus, open_configured
 from medrag.language import reads_as_english
 from medrag.prompts import CANNOT_ANSWER_PHRASE, DISCLAIMER, NOT_ENGLISH_MESSAGE, URGENT_MESSAGES
-from medrag.retriever import MODES
+from medrag.request import Request
 from medrag.safety import check_input, clean_question, detect_red_flag
-from medrag.types import Answer
+from medrag.types import Answer, AnswerKind
 
 log = logging.getLogger(__name__)
 
@@ -44,50 +40,7 @@ _FOLLOW_UP = re.compile(
 )
 
 
-TOP_K = (1, 20)  # sources per answer: the app offers 1-10; past 20 the generator's 2,048 context tokens drop them
-TEMPERATURE = (0.0, 2.0)  # what OpenAI-compatible servers accept; 0 is greedy decoding
-MAX_NEW_TOKENS = (1, 4096)  # a thorough answer is under 1,000; Mistral's window holds 4,096 beside a full prompt
-OPTIONS = ("top_k", "mode", "temperature", "max_new_tokens")
 _SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def check_options(overrides: Mapping, config: PipelineConfig) -> dict:
-    """The top_k and mode an answer uses, and the generator settings overridden: a bad override is an
-    InputError naming it, its value and what is allowed; a bad configured default, a ConfigError."""
-    unknown = sorted(set(overrides) - set(OPTIONS))
-    if unknown:
-        raise InputError(f"Unknown option {unknown[0]!r}: the options are {', '.join(OPTIONS)}")
-    given = {k: v for k, v in overrides.items() if v is not None}  # None: the configured default
-    out = {"top_k": given.get("top_k", config.top_k), "mode": given.get("mode", config.retrieval_mode)}
-    out.update({k: given[k] for k in ("temperature", "max_new_tokens") if k in given})
-    checks = {
-        "top_k": (lambda v: _is_int(v) and TOP_K[0] <= v <= TOP_K[1], f"an integer from {TOP_K[0]} to {TOP_K[1]}"),
-        "mode": (lambda v: isinstance(v, str) and v in MODES, f"one of {', '.join(MODES)}"),
-        "temperature": (
-            lambda v: _is_number(v) and TEMPERATURE[0] <= v <= TEMPERATURE[1],
-            f"a number from {TEMPERATURE[0]} to {TEMPERATURE[1]}",
-        ),
-        "max_new_tokens": (
-            lambda v: _is_int(v) and MAX_NEW_TOKENS[0] <= v <= MAX_NEW_TOKENS[1],
-            f"an integer from {MAX_NEW_TOKENS[0]} to {MAX_NEW_TOKENS[1]}",
-        ),
-    }
-    for name, value in out.items():
-        ok, allowed = checks[name]
-        if not ok(value):
-            if name in given:
-                raise InputError(f"{name}={value!r:.60} is not allowed: {name} must be {allowed}")
-            setting = "MEDRAG_RETRIEVAL_MODE" if name == "mode" else f"MEDRAG_{name.upper()}"
-            raise ConfigError(f"{setting}={value!r:.60} is not allowed: it must be {allowed}; fix or unset it")
-    return out
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def question_problem(question) -> str | None:
@@ -100,16 +53,6 @@ def question_problem(question) -> str | None:
             "cannot be read. Please retype it or paste it as plain text."
         )
     return None
-
-
-def _check_history(history) -> None:
-    if history is None:
-        return
-    if isinstance(history, (str, bytes)) or not isinstance(history, Sequence):
-        raise InputError(f"history must be a list of {{'role', 'content'}} messages, not {type(history).__name__}")
-    bad = next((m for m in history if not isinstance(m, Mapping)), None)
-    if bad is not None:
-        raise InputError(f"history must hold {{'role', 'content'}} messages, not {type(bad).__name__}: {bad!r:.40}")
 
 
 def retrieval_query(question: str, history: Sequence[dict] | None, turns: int = 1) -> str:
@@ -212,30 +155,37 @@ class RAGPipeline:
         return v
 
     # --- answering ------------------------------------------------------------------------
-    def answer(self, question: str, history: Sequence[dict] | None = None, **overrides) -> Answer:
-        *_, final = self.stream(question, history, **overrides)
+    def answer(self, question: str, request: Request | None = None) -> Answer:
+        *_, final = self.stream(question, request)
         return final
 
-    def stream(self, question: str, history: Sequence[dict] | None = None, **overrides) -> Iterator[Answer]:
-        """Yield growing partial answers; overrides: top_k, mode, temperature, max_new_tokens."""
+    def stream(self, question: str, request: Request | None = None) -> Iterator[Answer]:
+        """Yield growing partial answers to `question`, answered as `request` asks (None: the defaults)."""
         t0 = time.perf_counter()
         cfg = self.config
-        options = check_options(overrides, cfg)
-        _check_history(history)
+        request = (request or Request()).with_defaults(cfg)
+        history = request.history
         problem = question_problem(question) or check_input(question or "", cfg.max_question_chars)
         if problem:
             shown = _SURROGATE.sub("\ufffd", question) if isinstance(question, str) else ""
-            yield self._finish(Answer(shown, problem, kind="invalid", declined=True, decline_reason="bad_input"), t0)
+            yield self._finish(
+                Answer(shown, problem, kind=AnswerKind.INVALID, declined=True, decline_reason="bad_input"), t0
+            )
             return
         question = clean_question(question)
         flag = detect_red_flag(question, self.embedder)  # rules, then the classifier on the question's embedding
         if flag:
             urgent = URGENT_MESSAGES[flag.help]  # crisis line, poison control, or the emergency number
-            yield self._finish(Answer(question, urgent, kind="urgent", declined=True, decline_reason="red_flag"), t0)
+            yield self._finish(
+                Answer(question, urgent, kind=AnswerKind.URGENT, declined=True, decline_reason="red_flag"), t0
+            )
             return
         if not reads_as_english(question):  # the sources and models are English: say so, with the emergency line
             yield self._finish(
-                Answer(question, NOT_ENGLISH_MESSAGE, kind="invalid", declined=True, decline_reason="not_english"), t0
+                Answer(
+                    question, NOT_ENGLISH_MESSAGE, kind=AnswerKind.INVALID, declined=True, decline_reason="not_english"
+                ),
+                t0,
             )
             return
 
@@ -243,7 +193,7 @@ class RAGPipeline:
             retriever, gate, generator = self.retriever, self.gate, self.generator
             versions = self.versions()  # names the index and generator just pinned
         query = retrieval_query(question, history, cfg.history_turns)
-        hits = retriever.search(query, k=options["top_k"], mode=options["mode"])
+        hits = retriever.search(query, k=request.top_k, mode=request.mode)
         t_retrieved = time.perf_counter()
         timings = {"retrieval": t_retrieved - t0}
         verdict = gate.check(question, hits)
@@ -252,7 +202,7 @@ class RAGPipeline:
                 question,
                 CANNOT_ANSWER_PHRASE + verdict.explanation,
                 sources=hits,
-                kind="declined",
+                kind=AnswerKind.DECLINED,
                 declined=True,
                 decline_reason=verdict.reason,
             )
@@ -260,8 +210,9 @@ class RAGPipeline:
             return
 
         text, info = "", {}
-        gen_kwargs = {k: options[k] for k in ("temperature", "max_new_tokens") if k in options}
-        for delta in generator.stream(question, [h.chunk for h in hits], history, info=info, **gen_kwargs):
+        for delta in generator.stream(
+            question, [h.chunk for h in hits], list(history) or None, info=info, **request.generation()
+        ):
             if not delta:
                 continue
             if not text:
@@ -285,7 +236,7 @@ class RAGPipeline:
             warnings=list(info.get("warnings", [])),
         )
         if CANNOT_ANSWER_PHRASE.rstrip(".") in ans.text:
-            ans.kind, ans.declined, ans.decline_reason = "declined", True, "model_declined"
+            ans.kind, ans.declined, ans.decline_reason = AnswerKind.DECLINED, True, "model_declined"
         yield self._finish(ans, t0, timings, versions)
 
     @staticmethod

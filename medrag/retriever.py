@@ -22,10 +22,9 @@ import numpy as np
 from medrag.config import PipelineConfig
 from medrag.errors import ConfigError
 from medrag.index import VectorIndex
+from medrag.request import MODES
 from medrag.sections import chunk_section, chunk_topic, promote, question_sections
 from medrag.types import Hit
-
-MODES = ("dense", "bm25", "hybrid")
 
 
 class Retriever:

@@ -1,4 +1,4 @@
-"""The small values every module passes around: Document, Chunk, Hit, Citation, Answer.
+"""The small values every module passes around: Document, Chunk, Hit, Citation, AnswerKind, Answer.
 
 They are plain dataclasses with `to_dict()` for JSON (the index's chunks file, the API).
 """
@@ -6,6 +6,7 @@ They are plain dataclasses with `to_dict()` for JSON (the index's chunks file, t
 from __future__ import annotations
 
 import dataclasses
+import enum
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,13 +76,22 @@ class Citation:
     span: tuple[int, int] | None = None  # characters of the source chunk's text that support it
 
 
+class AnswerKind(enum.StrEnum):
+    """What an Answer is; the values are what JSON output and the evaluation read."""
+
+    ANSWER = "answer"  # generated from the sources, with citations
+    DECLINED = "declined"  # not enough evidence, or the model declined
+    URGENT = "urgent"  # a red flag: the fixed urgent-care message, nothing generated
+    INVALID = "invalid"  # an unusable question: the text says what to fix
+
+
 @dataclass
 class Answer:
     question: str
     text: str
     sources: list[Hit] = field(default_factory=list)
     citations: list[Citation] = field(default_factory=list)
-    kind: str = "answer"  # answer | urgent | declined | invalid
+    kind: AnswerKind = AnswerKind.ANSWER
     declined: bool = False
     # red_flag (kind urgent: text is the urgent message for the help needed, medrag.prompts.URGENT_MESSAGES)
     # | weak_evidence | model_declined (kind declined) | bad_input (kind invalid: text says what to fix)

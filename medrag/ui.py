@@ -26,7 +26,7 @@ from medrag import citations
 from medrag.citations import MARKER
 from medrag.index_source import IndexStatus
 from medrag.prompts import CANNOT_ANSWER_PHRASE, DISCLAIMER
-from medrag.types import Answer, Citation, Hit
+from medrag.types import Answer, AnswerKind, Citation, Hit
 
 DECLINED_NOTE = "Declined: not enough evidence in the sources"
 URGENT_TITLE = "Possible emergency"
@@ -99,14 +99,14 @@ def cited_numbers(text: str, n_sources: int) -> list[int]:
 # --- the chat message -----------------------------------------------------------------------
 def answer_markdown(answer: Answer) -> str:
     """The assistant message for the chat: urgent and declined answers are styled apart."""
-    if answer.kind == "urgent":
+    if answer.kind == AnswerKind.URGENT:
         return f'<div class="urgent"><strong>{URGENT_TITLE}.</strong> {inert(answer.text)}</div>'
-    if answer.kind == "declined":
+    if answer.kind == AnswerKind.DECLINED:
         return (
             f'<div class="declined"><strong>{DECLINED_NOTE}.</strong> {inert(CANNOT_ANSWER_PHRASE)} '
             "The closest passages are listed in the Sources tab.</div>"
         )
-    if answer.kind == "invalid":
+    if answer.kind == AnswerKind.INVALID:
         return f'<div class="declined">{inert(answer.text)}</div>'
     parts = [link_citations(answer.text, answer.sources)]
     by_doc: dict[str, list[int]] = {}  # two chunks of one page are listed once: "[1][2] Title"
@@ -185,7 +185,7 @@ def sources_html(answer: Answer | None) -> str:
     question = html.escape(answer.question)
     if not answer.sources:
         return f'<div class="sources empty">No sources were retrieved for <q>{question}</q>.</div>'
-    intro = "Closest passages (too weak to answer from)" if answer.kind == "declined" else "Passages for"
+    intro = "Closest passages (too weak to answer from)" if answer.kind == AnswerKind.DECLINED else "Passages for"
     items = "".join(source_html(i, h, answer.citations) for i, h in enumerate(answer.sources, 1))
     return f'<div class="sources"><p class="sources-q">{intro} <q>{question}</q></p><ol class="source-list">{items}</ol></div>'
 

@@ -103,7 +103,9 @@ def test_chunks_vectors_and_words_by_row(pair):
     assert list(disk.chunks) == flat.chunks
     np.testing.assert_allclose(disk.vectors([3, 250]), vecs[[3, 250]], atol=1e-3)
     question = "Is zyrtec good for asthma?"
-    assert EvidenceGate(disk).unknown_words(question) == EvidenceGate(flat).unknown_words(question) == ["zyrtec", "good"]
+    assert (
+        EvidenceGate(disk).unknown_words(question) == EvidenceGate(flat).unknown_words(question) == ["zyrtec", "good"]
+    )
 
 
 def test_retriever_gives_the_flat_ranking(pair):

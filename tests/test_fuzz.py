@@ -37,6 +37,7 @@ from medrag.documents import LOADERS, load_documents
 from medrag.errors import MedRAGError
 from medrag.evidence import EvidenceGate
 from medrag.index import VectorIndex
+from medrag.request import Request
 from medrag.safety import check_input
 from medrag.types import Document
 
@@ -77,9 +78,7 @@ VALUES = st.one_of(
     st.none(), st.integers(-3, 5000), st.floats(allow_nan=True), st.text(max_size=6), st.booleans(),
     st.sampled_from(["hybrid", "dense", "bm25"]), st.lists(st.integers(), max_size=2),
 )  # fmt: skip
-OPTIONS = st.dictionaries(
-    st.sampled_from(["top_k", "mode", "temperature", "max_new_tokens", "topk"]), VALUES, max_size=4
-)
+OPTIONS = st.dictionaries(st.sampled_from(["top_k", "mode", "temperature", "max_new_tokens"]), VALUES, max_size=4)
 MESSAGE = st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "x"]), "content": ANY_TEXT})
 HISTORY = st.one_of(st.none(), st.lists(MESSAGE, max_size=3), st.text(max_size=5), st.lists(st.integers(), max_size=2))
 
@@ -96,7 +95,7 @@ def test_the_question_path_answers_or_raises_a_project_error(pipeline, question,
         problem = check_input(question, pipeline.config.max_question_chars)
         assert problem is None or isinstance(problem, str)
     try:
-        answer = pipeline.answer(question, history, **options)
+        answer = pipeline.answer(question, Request(**options, history=history))
     except MedRAGError:
         return
     assert answer.kind in ("answer", "declined", "urgent", "invalid") and answer.text

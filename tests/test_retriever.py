@@ -143,5 +143,5 @@ def test_stopword_query_and_evidence_of_nothing(retriever):
 
 
 def test_invalid_mode(retriever):
-    with pytest.raises(ConfigError, match="dense, bm25, hybrid"):
+    with pytest.raises(ConfigError, match="hybrid, dense, bm25"):
         retriever.search("heart", mode="sparse")
