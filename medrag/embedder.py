@@ -22,7 +22,6 @@ Shortcuts taken on purpose:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -39,6 +38,7 @@ import numpy as np
 
 from medrag.config import EMBEDDING_MODEL_ID, PipelineConfig
 from medrag.errors import ConfigError, ModelLoadError, missing_dependency
+from medrag.files import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +64,7 @@ def file_sha256(path: str | Path) -> str:
     st = path.stat()
     key = (str(path), st.st_mtime_ns, st.st_size)
     if key not in _HASHES:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _HASHES[key] = h.hexdigest()
+        _HASHES[key] = sha256_file(path)
     return _HASHES[key]
 
 

@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from medrag.chunking import split_sentences
+
 CANNOT_ANSWER_PHRASE = "I cannot answer this question from the available sources."
 
 DISCLAIMER = (
@@ -98,7 +100,6 @@ USER_TEMPLATE = """{instructions}
 
 Question: {question}"""
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _FENCE = re.compile(r"</?sources>", re.IGNORECASE)
 
 
@@ -176,7 +177,8 @@ def fit_sources(sources: Sequence[HasTitleText], count_tokens: Callable[[str], i
 
 def _whole_sentences(s: Any, count_tokens: Callable[[str], int], budget: int):
     text = ""
-    for sentence in _SENTENCE_END.split(s.text):
+    for start, end in split_sentences(s.text):
+        sentence = s.text[start:end]
         candidate = f"{text} {sentence}".strip()
         if count_tokens(SOURCE_TEMPLATE.format(number=1, title=s.title, text=candidate)) + 2 > budget:
             break

@@ -61,11 +61,6 @@ class Hit:
     bm25_rank: int | None = None
     retrievers: tuple[str, ...] = ()  # which retrievers found it: ("dense", "bm25")
 
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["retrievers"] = list(self.retrievers)
-        return d
-
 
 @dataclass
 class Citation:
@@ -111,6 +106,43 @@ class Answer:
         return sorted({c.number for c in self.citations})
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["sources"] = [h.to_dict() for h in self.sources]
-        return d
+        """The answer as JSON values: what the `/ask` endpoint returns (its keys are the API's contract)."""
+        return {
+            "question": self.question,
+            "answer": self.text,
+            "kind": str(self.kind),
+            "declined": self.declined,
+            "decline_reason": self.decline_reason,
+            "sources": [
+                {
+                    "rank": h.rank or i,
+                    "title": h.chunk.title,
+                    "url": h.chunk.url,
+                    "doc_id": h.chunk.doc_id,
+                    "chunk_id": h.chunk.id,
+                    "text": h.chunk.text,
+                    "dense_score": h.dense_score,
+                    "bm25_score": h.bm25_score,
+                    "score": h.score,
+                    "retrievers": list(h.retrievers),
+                }
+                for i, h in enumerate(self.sources, 1)
+            ],
+            "citations": [
+                {
+                    "number": c.number,
+                    "sentence": c.sentence,
+                    "support": c.support,
+                    "supported": c.supported,
+                    "span": list(c.span) if c.span else None,
+                }
+                for c in self.citations
+            ],
+            "unsupported": list(self.unsupported),
+            "support_rate": self.support_rate,
+            "generator": self.generator,
+            "versions": dict(self.versions),
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            "warnings": list(self.warnings),
+            "disclaimer": self.disclaimer,
+        }

@@ -22,8 +22,7 @@ from collections.abc import Iterable, Sequence
 from importlib import metadata
 from urllib.parse import quote, urlsplit
 
-from medrag import citations
-from medrag.citations import MARKER
+from medrag.citations import MARKER, cited_numbers
 from medrag.index_source import IndexStatus
 from medrag.prompts import CANNOT_ANSWER_PHRASE, DISCLAIMER
 from medrag.types import Answer, AnswerKind, Citation, Hit
@@ -89,11 +88,6 @@ def link_citations(text: str, sources: Sequence[Hit]) -> str:
             out += [inert(text[pos : m.start()]), "".join(_md_link(n, sources[n - 1]) for n in numbers)]
             pos = m.end()
     return "".join([*out, inert(text[pos:])])
-
-
-def cited_numbers(text: str, n_sources: int) -> list[int]:
-    """The source numbers `text` cites, in order of first appearance."""
-    return [n for n in citations.cited_numbers(text) if 1 <= n <= n_sources]
 
 
 # --- the chat message -----------------------------------------------------------------------
@@ -192,46 +186,8 @@ def sources_html(answer: Answer | None) -> str:
 
 # --- the API --------------------------------------------------------------------------------
 def answer_json(answer: Answer) -> dict:
-    """The `/ask` endpoint's JSON: the answer, its sources and citations, versions and timings."""
-    return {
-        "question": answer.question,
-        "answer": answer.text,
-        "kind": answer.kind,
-        "declined": answer.declined,
-        "decline_reason": answer.decline_reason,
-        "sources": [
-            {
-                "rank": h.rank or i,
-                "title": h.chunk.title,
-                "url": h.chunk.url,
-                "doc_id": h.chunk.doc_id,
-                "chunk_id": h.chunk.id,
-                "text": h.chunk.text,
-                "dense_score": h.dense_score,
-                "bm25_score": h.bm25_score,
-                "score": h.score,
-                "retrievers": list(h.retrievers),
-            }
-            for i, h in enumerate(answer.sources, 1)
-        ],
-        "citations": [
-            {
-                "number": c.number,
-                "sentence": c.sentence,
-                "support": c.support,
-                "supported": c.supported,
-                "span": list(c.span) if c.span else None,
-            }
-            for c in answer.citations
-        ],
-        "unsupported": list(answer.unsupported),
-        "support_rate": answer.support_rate,
-        "generator": answer.generator,
-        "versions": dict(answer.versions),
-        "timings": {k: round(v, 4) for k, v in answer.timings.items()},
-        "warnings": list(answer.warnings),
-        "disclaimer": answer.disclaimer or DISCLAIMER,
-    }
+    """The `/ask` endpoint's JSON: `Answer.to_dict`, with the disclaimer always present."""
+    return {**answer.to_dict(), "disclaimer": answer.disclaimer or DISCLAIMER}
 
 
 # --- the About tab --------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from medrag.citations import cited_numbers
 from medrag.config import PipelineConfig
 from medrag.index_source import IndexStatus
 from medrag.prompts import CANNOT_ANSWER_PHRASE, DISCLAIMER, URGENT_CARE_MESSAGE
@@ -19,7 +20,6 @@ from medrag.ui import (
     DECLINED_NOTE,
     answer_json,
     answer_markdown,
-    cited_numbers,
     code,
     highlight,
     inert,
