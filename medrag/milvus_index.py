@@ -160,11 +160,9 @@ class MilvusIndex:
         return cls(milvus, collection, manifest)
 
     @classmethod
-    def upload(cls, folder, uri: str, collection: str, config) -> MilvusIndex:
-        """Copy a built index folder (any local type) into a Milvus collection, a batch of rows at a time."""
-        from medrag.indexes import open_index
-
-        local = open_index(folder, config.replace(index_engine="local"))
+    def upload(cls, local, uri: str, collection: str) -> MilvusIndex:
+        """Copy an opened local index (any type, `medrag.indexes.open_index`) into a Milvus collection, a batch of
+        rows at a time."""
         vectors = _RowVectors(local)
         return cls.create(
             uri, collection, local.chunks, vectors, {k: v for k, v in local.manifest.items() if k != "files"}

@@ -119,7 +119,7 @@ class RAGPipeline:
     def generator(self):
         with self._lock:
             if self._generator is None:
-                from medrag.generator import make_generator
+                from medrag.generator_factory import make_generator
 
                 self._generator = make_generator(self.config, embedder=self.embedder)
             return self._generator

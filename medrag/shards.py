@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 import medrag
-from medrag.bm25_disk import BM25Builder, _read_npy_slice
+from medrag.bm25_disk import BM25Builder, read_npy_slice
 from medrag.chunking import chunk_documents
 from medrag.config import PipelineConfig
 from medrag.disk_index import (
@@ -312,7 +312,7 @@ class ShardedBuild:
 
 
 def _read_rows(path: Path, dim: int, start: int, end: int) -> np.ndarray:
-    return _read_npy_slice(path, start * dim, end * dim).reshape(end - start, dim)
+    return read_npy_slice(path, start * dim, end * dim).reshape(end - start, dim)
 
 
 def _read_rows_at(path: Path, dim: int, rows: np.ndarray) -> np.ndarray:

@@ -10,7 +10,8 @@ import pytest
 from medrag.config import PipelineConfig
 from medrag.errors import ConfigError, ModelLoadError
 from medrag.extractive import ExtractiveGenerator
-from medrag.generator import FallbackGenerator, Generator, make_generator, resolve_generator_name
+from medrag.generator import FallbackGenerator, Generator
+from medrag.generator_factory import make_generator, resolve_generator_name
 from medrag.hf_generator import HFGenerator
 from medrag.openai_generator import OpenAIGenerator
 from medrag.types import Chunk
