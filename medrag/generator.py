@@ -69,10 +69,6 @@ class FallbackGenerator(Generator):
     def name(self) -> str:
         return self.active.name
 
-    @property
-    def last_warnings(self) -> list[str]:
-        return list(getattr(self._active, "last_warnings", []))
-
     def load(self) -> Generator:
         if self._active is None:
             try:

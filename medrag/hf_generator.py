@@ -96,8 +96,6 @@ class HFGenerator(Generator):
         self._tokenizer = self._model = self._lm = None  # _lm: the transformers model, LoRA layers injected in place
         self._renew_locks()
         _LIVE.add(self)
-        self.last_warnings: list[str] = []  # of the last stream started: the UI shows them
-        self.last_versions: dict[str, str] = {}  # of the last stream started: the adapter it pinned
 
     def _renew_locks(self) -> None:
         self._load_lock = threading.Lock()
@@ -287,9 +285,9 @@ class HFGenerator(Generator):
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         self.load()
-        ids, self.last_warnings = self.encode(question, sources, history)
-        if info is not None:
-            info["warnings"] = list(self.last_warnings)
+        ids, warnings = self.encode(question, sources, history)
+        if info is not None:  # this call's own: nothing per call is kept on the shared generator
+            info["warnings"] = warnings
         temperature = self.temperature if temperature is None else temperature
         kwargs = {"max_new_tokens": max_new_tokens or self.max_new_tokens, "do_sample": temperature > 0}
         if temperature > 0:
@@ -322,9 +320,9 @@ class HFGenerator(Generator):
                 self._gate.leave()
 
         self._gate.enter()  # pins the active adapter until this generation ends
-        lm, self.last_versions = self._lm, self.versions()
+        lm, versions = self._lm, self.versions()
         if info is not None:
-            info["versions"] = dict(self.last_versions)
+            info["versions"] = versions
         try:
             input_ids = torch.tensor([ids], device=lm.device)
             thread = threading.Thread(target=run, name="medrag-generate", daemon=True)
