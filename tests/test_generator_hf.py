@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 
@@ -122,7 +121,7 @@ def test_4bit_nf4_with_adapter(tiny):
     quantised = [m for m in g._lm.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert quantised and all(m.weight.quant_type == "nf4" for m in quantised)
     assert any(isinstance(m, LoraLayer) for m in g._lm.modules())
-    assert isinstance(text, str) and text
+    assert text.strip()  # the 4-bit model with its adapter says something
     assert text != make(tiny, load_in_4bit=True).generate(Q, SOURCES)  # the adapter acts on the 4-bit model
     assert g.versions()["quantization"] == "nf4"
 
@@ -271,8 +270,3 @@ def test_a_stream_started_before_a_swap_finishes_on_the_old_adapter(tiny):
         f"{tiny['adapter0']}@main",
         f"{tiny['adapter1']}@v2",
     )
-
-
-def test_tiny_adapter_is_lora_on_q_and_v(tiny):
-    config = json.loads(open(f"{tiny['adapter0']}/adapter_config.json").read())
-    assert config["peft_type"] == "LORA" and set(config["target_modules"]) == {"q_proj", "v_proj"}
