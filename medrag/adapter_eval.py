@@ -176,7 +176,7 @@ def evaluate_adapter(
     `index` is given; `questions_files` are question jsonl files (with gold_doc_ids, or none for
     unanswerable ones), each cut to `questions_limit`; red-flag questions are skipped.
     """
-    from medrag.evaluation import load_questions
+    from medrag.eval_metrics import load_questions
     from medrag.hf_generator import HFGenerator
     from medrag.pipeline import RAGPipeline
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from medrag.config import PipelineConfig
 from medrag.errors import MedRAGError
-from medrag.evaluation import (
+from medrag.eval_metrics import (
     Aggregator,
     Question,
     format_table,

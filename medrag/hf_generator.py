@@ -160,7 +160,7 @@ class HFGenerator(Generator):
         kwargs = {"dtype": dtype, "trust_remote_code": False}
         if device != "cpu":
             kwargs["device_map"] = {"": device}  # one device; on CPU no map, so peft adds no offload hooks
-        if self.load_in_4bit:  # NF4 with double quantisation, as the adapter was trained (medrag.training)
+        if self.load_in_4bit:  # NF4 with double quantisation, as the adapter was trained (medrag.qlora)
             kwargs["quantization_config"] = nf4_config(dtype, True, "4-bit loading (MEDRAG_LOAD_IN_4BIT=1)")
         try:
             model = AutoModelForCausalLM.from_pretrained(self.base_model, **kwargs)

@@ -1,7 +1,7 @@
 """Named prompt templates and the fixed phrases that tests and the UI look for.
 
 `build_messages` / `build_prompt` are the one way a prompt is made, for inference and for
-training alike (`medrag.training` calls `build_prompt` and appends the answer), so the model is
+training alike (`medrag.qlora` calls `build_prompt` and appends the answer), so the model is
 trained on exactly what it later sees. Sources are numbered `[n] Title` and fenced by
 `<sources>` tags, apart from the instructions. Instructions live in the user turn because
 Mistral-Instruct's chat template has no system role.
