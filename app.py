@@ -35,6 +35,7 @@ from medrag.gpu import GPUGenerator, gpu_duration, gpu_stream
 from medrag.pipeline import RAGPipeline
 from medrag.prompts import DISCLAIMER
 from medrag.refresh import Refresher, serve
+from medrag.request import MODES, Request
 from medrag.ui import answer_json, answer_markdown, inert, sources_html, status_markdown
 
 log = logging.getLogger("medrag.app")
@@ -45,7 +46,6 @@ SERVER_NAME = os.getenv("GRADIO_SERVER_NAME", "127.0.0.1")  # Spaces set 0.0.0.0
 SERVER_PORT = int(os.getenv("GRADIO_SERVER_PORT", "7860"))
 SPACE_ID = os.getenv("SPACE_ID")  # "owner/name" on a Space: share links then point at the Space page
 HISTORY_MESSAGES = 6  # chat turns handed back to the pipeline: three questions and answers
-MODES = ["hybrid", "dense", "bm25"]
 EXAMPLES = [
     "What are the symptoms of asthma?",
     "How can I lower my blood pressure?",
@@ -157,7 +157,7 @@ def build_demo(pipeline: RAGPipeline, refresher: Refresher | None = None, space_
         }
         answer = None
         try:
-            for answer in pipeline.stream(question, history[-HISTORY_MESSAGES:], **overrides):
+            for answer in pipeline.stream(question, Request(**overrides, history=history[-HISTORY_MESSAGES:])):
                 if answer.kind == "invalid":
                     gr.Warning(_toast(answer.text))
                     yield chat, keep, keep, keep, question, keep
@@ -184,7 +184,7 @@ def build_demo(pipeline: RAGPipeline, refresher: Refresher | None = None, space_
         """Answer a health question from the indexed sources: answer text, sources, citations, versions, timings."""
         try:
             checked = check_ask(question, top_k, mode)
-            answer = pipeline.answer(checked.question, None, top_k=checked.top_k, mode=checked.mode)
+            answer = pipeline.answer(checked.question, Request(top_k=checked.top_k, mode=checked.mode))
         except MedRAGError as e:
             raise gr.Error(str(e)) from None  # a JSON client reads it as text: no HTML escaping here
         except Exception:

@@ -83,9 +83,12 @@ def main(argv: list[str] | None = None) -> int:
                 report = build_index(docs, args.out, cfg, strict=args.strict, progress=True)
             print(report.summary())
         if args.engine == "milvus":
+            from medrag.indexes import open_index
             from medrag.milvus_index import MilvusIndex
 
-            MilvusIndex.upload(args.out, args.milvus_uri, args.collection, cfg)
+            MilvusIndex.upload(
+                open_index(args.out, cfg.replace(index_engine="local")), args.milvus_uri, args.collection
+            )
             print(f"uploaded {args.out} to Milvus at {args.milvus_uri}, collection {args.collection!r}")
         if args.push_to_hub:
             push(args.out, args.push_to_hub, args.private, args.metrics)

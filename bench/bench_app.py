@@ -185,11 +185,13 @@ def main() -> int:
     demo.close()
 
     answered, checked = len(results), results + single
+    from medrag.request import Request
+
     expected = {}
     for q, prev, *_ in checked:
         if (q, prev) not in expected:
             history = [{"role": "user", "content": prev}] if prev else None
-            expected[q, prev] = [h.chunk.id for h in pipeline.answer(q, history).sources]
+            expected[q, prev] = [h.chunk.id for h in pipeline.answer(q, Request(history=history)).sources]
     failed = [r for r in checked if not r[4]]
     leaked = [r for r in checked if r[4] and r[3] != expected[r[0], r[1]]]
     latencies = [r[2] for r in results]

@@ -140,7 +140,7 @@ def ours_threads(embedder) -> dict:
 def ours_query(index_dir: Path, questions_path: Path, warmup: int) -> dict:
     from medrag.config import PipelineConfig
     from medrag.embedder import TextEmbedder
-    from medrag.evaluation import unique_docs
+    from medrag.eval_metrics import unique_docs
     from medrag.index import VectorIndex
     from medrag.retriever import Retriever
 
@@ -212,7 +212,7 @@ def write_subset(corpus: Path, limit: int | None, dest: Path) -> tuple[Path, set
 
 def pick_questions(path: Path, doc_ids: set[str] | None, n_timed: int, dest: Path) -> list:
     """Write the questions both sides run; return the ones that are scored (gold among the documents)."""
-    from medrag.evaluation import load_questions
+    from medrag.eval_metrics import load_questions
 
     questions = load_questions(path)
     scored = [q for q in questions if q.answerable and (doc_ids is None or doc_ids & set(q.gold_doc_ids))]
@@ -242,7 +242,7 @@ def latency_stats(ms: list[float]) -> dict[str, float]:
 
 
 def quality(ranked: dict[str, list[str]], scored: list) -> dict:
-    from medrag.evaluation import Aggregator, retrieval_metrics
+    from medrag.eval_metrics import Aggregator, retrieval_metrics
 
     agg = Aggregator()
     for q in scored:

@@ -94,6 +94,7 @@ def main() -> int:
     from medrag.index import VectorIndex
     from medrag.pipeline import RAGPipeline
     from medrag.refresh import WEBHOOK_PATH, Refresher, serve
+    from medrag.request import Request
 
     tmp = Path(tempfile.mkdtemp(prefix="medrag-load-"))
     hub = HubServer(token=TOKEN).__enter__()
@@ -201,7 +202,9 @@ def main() -> int:
     for _, q, prev, *_ in results:
         if (q, prev) not in expected:
             history = [{"role": "user", "content": prev}] if prev else None
-            expected[q, prev] = [[h.chunk.id for h in p.answer(q, history).sources] for p in direct.values()]
+            expected[q, prev] = [
+                [h.chunk.id for h in p.answer(q, Request(history=history)).sources] for p in direct.values()
+            ]
     lost = [r for r in results if r[4] is None or not r[5]]
     leaked = [r for r in results if r[4] is not None and r[4] not in expected[r[1], r[2]]]
     bad_hooks = [h for h in hooks if h[1] != h[2]]

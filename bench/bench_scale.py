@@ -360,7 +360,7 @@ def main() -> None:
 
     from medrag.config import PipelineConfig
     from medrag.embedder import TextEmbedder
-    from medrag.evaluation import load_questions
+    from medrag.eval_metrics import load_questions
 
     args.work.mkdir(parents=True, exist_ok=True)
     print(f"ISA: {isa()}; cores: {len(os.sched_getaffinity(0))}; load average {os.getloadavg()[0]:.2f}", flush=True)

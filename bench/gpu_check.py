@@ -11,10 +11,10 @@ and the 4-bit kernels: the text is meaningless, the speed and memory are not. Th
 tiny test tokenizer (tests/tiny_models.py): only token ids matter here.
 
 Measured, with medrag's own code paths:
-- QLoRA (medrag.training: `load_base_model`, `_lora_model`, `training_arguments`, FineTuneConfig
+- QLoRA (medrag.qlora: `load_base_model`, `_lora_model`, `training_arguments`, FineTuneConfig
   defaults but `--accum`): seconds per optimiser step after one warm-up step, tokens/s, and peak
   GPU memory, on sequences of `--seq-len` tokens (the notebook's max_seq_length); also
-  `training.measure_speed`, the figure the notebook plans with.
+  `medrag.qlora.measure_speed`, the figure the notebook plans with.
 - Serving (medrag.hf_generator.HFGenerator, 4-bit, with the adapter just trained attached): time
   to the first streamed text for a prompt with ~2,000 tokens of sources, greedy generation
   tokens/s, and the time to swap in a second adapter (`load_adapter`).
@@ -40,7 +40,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from tiny_models import MEDICAL_TEXT, make_tiny_tokenizer  # noqa: E402
 
-from medrag import training  # noqa: E402
+import medrag.qlora as lora_lib  # noqa: E402
 from medrag.config import FineTuneConfig, PipelineConfig  # noqa: E402
 from medrag.prompts import Passage  # noqa: E402
 
@@ -88,18 +88,18 @@ def qlora(base: Path, cfg: FineTuneConfig, seq_len: int, steps: int, adapters: l
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback
 
     t0 = time.perf_counter()
-    model, tok = training.load_base_model(str(base), cfg.load_in_4bit, cfg.double_quant, cfg.compute_dtype)
+    model, tok = lora_lib.load_base_model(str(base), cfg.load_in_4bit, cfg.double_quant, cfg.compute_dtype)
     load_seconds = time.perf_counter() - t0
-    model = training._lora_model(model, cfg)
+    model = lora_lib._lora_model(model, cfg)
     generator = torch.Generator().manual_seed(0)
     answer = 256  # labelled tokens at the end, as an answer after its prompt
     rows = []
     for _ in range(cfg.per_device_batch_size * cfg.gradient_accumulation_steps * (steps + 1) + 3):
         ids = torch.randint(4, len(tok), (seq_len,), generator=generator).tolist()
-        labels = [training.IGNORE_INDEX] * (seq_len - answer) + ids[-answer:]
+        labels = [lora_lib.IGNORE_INDEX] * (seq_len - answer) + ids[-answer:]
         rows.append({"input_ids": ids, "attention_mask": [1] * seq_len, "labels": labels})
-    collator = DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=training.IGNORE_INDEX)
-    measured = training.measure_speed(model, rows, collator, cfg)
+    collator = DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=lora_lib.IGNORE_INDEX)
+    measured = lora_lib.measure_speed(model, rows, collator, cfg)
 
     times: list[float] = []
 
@@ -113,7 +113,7 @@ def qlora(base: Path, cfg: FineTuneConfig, seq_len: int, steps: int, adapters: l
             times.append(time.perf_counter() - self.t)
 
     with tempfile.TemporaryDirectory() as out:
-        args = dataclasses.replace(training.training_arguments(cfg, out, steps + 1), save_strategy="no")
+        args = dataclasses.replace(lora_lib.training_arguments(cfg, out, steps + 1), save_strategy="no")
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         Trainer(model=model, args=args, train_dataset=rows, data_collator=collator, callbacks=[Timer()]).train()
@@ -140,7 +140,7 @@ def qlora(base: Path, cfg: FineTuneConfig, seq_len: int, steps: int, adapters: l
         "tokens_per_second": round(tokens_per_step / per_step, 1),
         "measure_speed_tokens_per_second": round(measured, 1),
         "peak_memory_gib": round(peak, 2) if peak is not None else None,
-        "compute_dtype": str(training.resolve_compute_dtype(cfg.compute_dtype)).removeprefix("torch."),
+        "compute_dtype": str(lora_lib.resolve_compute_dtype(cfg.compute_dtype)).removeprefix("torch."),
     }
 
 
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "model": "tiny (2 layers, 64 wide)" if args.tiny else "Mistral-7B shape, random weights",
-        "versions": training._versions(),
+        "versions": lora_lib._versions(),
     }
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
         tmp = Path(tmp)

@@ -36,6 +36,7 @@ from medrag.config import PipelineConfig
 from medrag.documents import jsonl_lines
 from medrag.errors import DocumentError
 from medrag.prompts import CANNOT_ANSWER_PHRASE, Passage
+from medrag.types import AnswerKind
 
 DECISIONS = ("yes", "no", "maybe")
 DECISION_INSTRUCTION = "Begin your answer with yes, no or maybe."  # as PubMedQA training answers begin
@@ -137,8 +138,8 @@ class _Recorder:
     def __init__(self, pipeline):
         self.pipeline, self.answers = pipeline, []
 
-    def answer(self, question: str, **kw):
-        ans = self.pipeline.answer(question, **kw)
+    def answer(self, question: str, request=None):
+        ans = self.pipeline.answer(question, request)
         self.answers.append(ans)
         return ans
 
@@ -175,7 +176,7 @@ def evaluate_adapter(
     `index` is given; `questions_files` are question jsonl files (with gold_doc_ids, or none for
     unanswerable ones), each cut to `questions_limit`; red-flag questions are skipped.
     """
-    from medrag.evaluation import load_questions
+    from medrag.eval_metrics import load_questions
     from medrag.hf_generator import HFGenerator
     from medrag.pipeline import RAGPipeline
 
@@ -246,7 +247,7 @@ def _grounding(pipeline, questions, mode: str) -> tuple[dict[str, float], dict[s
             if scores.get(key) is not None:
                 metrics[name] = scores[key]
         metrics["false_abstention"] = scores.get("abstention_rate", 0.0)
-        generated = [(a.text, len(a.sources)) for a in recorder.answers if a.kind == "answer"]
+        generated = [(a.text, len(a.sources)) for a in recorder.answers if a.kind == AnswerKind.ANSWER]
         share = cited_format_share(generated)
         if share is not None:
             metrics["cited_format"] = share

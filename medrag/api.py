@@ -19,9 +19,9 @@ import re
 from dataclasses import dataclass
 
 from medrag.errors import InputError
+from medrag.request import MODES
 
 ARGUMENTS = ("question", "top_k", "mode")
-MODES = ("hybrid", "dense", "bm25")
 TOP_K_MAX = 10  # sources shown with an answer; more would not be read
 EXAMPLE = '["What are the symptoms of asthma?", 5, "hybrid"]'
 MAX_BODY_BYTES = 64 * 1024  # a question is at most a few KB of JSON; larger bodies are passed on untouched

@@ -160,12 +160,12 @@ class _ShardPostings:
         a, b = np.searchsorted(self.terms, [lo, hi])
         start, end = int(self.starts[a]), int(self.starts[b])
         term = np.repeat(self.terms[a:b], np.diff(self.starts[a : b + 1]))
-        rows = _read_npy_slice(self.folder / "postings.rows.npy", start, end)
-        tf = _read_npy_slice(self.folder / "postings.tf.npy", start, end).astype(np.float32)
+        rows = read_npy_slice(self.folder / "postings.rows.npy", start, end)
+        tf = read_npy_slice(self.folder / "postings.tf.npy", start, end).astype(np.float32)
         return term, rows, tf
 
 
-def _read_npy_slice(path: Path, start: int, end: int) -> np.ndarray:
+def read_npy_slice(path: Path, start: int, end: int) -> np.ndarray:
     with open(path, "rb") as f:
         version = np.lib.format.read_magic(f)
         read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0

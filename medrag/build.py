@@ -153,31 +153,41 @@ def is_fresh(folder: str | Path, documents, config: PipelineConfig) -> bool:
 
 
 def ensure_index(
-    paths: Sequence[str | Path], out: str | Path, config: PipelineConfig, *, embedder=None, prebuilt=None
+    paths: Sequence[str | Path],
+    out: str | Path,
+    config: PipelineConfig,
+    *,
+    embedder=None,
+    extra: dict | None = None,
+    prebuilt=None,
 ) -> bool:
     """Build `out` from `paths` unless it already holds an index of these documents and this model.
 
-    `prebuilt`: an index folder shipped with the code (the sample corpus's, data/sample_index); when it
-    is fresh for these documents it is copied (loaded with its checksums checked, saved atomically)
-    instead of embedding the corpus again, which is most of a Space's cold start.
-    Returns True when it wrote `out`. Used for the built-in sample corpus and the evaluation CLI.
+    `extra` goes into the manifest of what is written (the sample's attribution). `prebuilt`: an index
+    folder shipped with the code (the sample corpus's, data/sample_index); when it is fresh for these
+    documents it is copied (loaded with its checksums checked, saved atomically) instead of embedding
+    the corpus again, which is most of a Space's cold start.
+    Returns True when it wrote `out`. Used for the built-in sample corpus (medrag.index_source) and the
+    evaluation CLI.
     """
     have_out = (Path(out) / "manifest.json").is_file()
     if not have_out and not (prebuilt and (Path(prebuilt) / "manifest.json").is_file()):
-        return _build(paths, out, config, embedder)
+        return _build(paths, out, config, embedder, extra)
     docs = load_documents(paths).documents
     if have_out:
         if is_fresh(out, docs, config):
             return False
         log.info("index at %s is stale: rebuilding", out)
     if prebuilt and is_fresh(prebuilt, docs, config):
-        VectorIndex.load(prebuilt, expect_model=config.embedding_model).save(out)
+        index = VectorIndex.load(prebuilt, expect_model=config.embedding_model)
+        index.manifest["extra"] = {**index.manifest.get("extra", {}), **(extra or {})}
+        index.save(out)
         log.info("index at %s copied from the prebuilt %s", out, prebuilt)
         return True
-    return _build(paths, out, config, embedder)
+    return _build(paths, out, config, embedder, extra)
 
 
-def _build(paths, out, config, embedder) -> bool:
-    report = build_index(paths, out, config, embedder=embedder)
+def _build(paths, out, config, embedder, extra=None) -> bool:
+    report = build_index(paths, out, config, embedder=embedder, extra=extra)
     log.info(report.summary())
     return True

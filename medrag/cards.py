@@ -186,7 +186,7 @@ def sft_card(manifest: dict) -> str:
         "give: the gold-passage sentences that answer the question, each followed by the [n] of its source, or, "
         f"for a share of {s.get('decline_share', '?')} of the questions whose gold documents were taken out of "
         f"the sources, exactly: {CANNOT_ANSWER_PHRASE} Built by `python -m medrag.sft_data`; read by "
-        "`medrag.training` and the `train_colab.ipynb` notebook.",
+        "`medrag.qlora` and the `train_colab.ipynb` notebook.",
         "## Counts\n\n" + _table(["", "count"], counts),
         "## Fields\n\n`id`, `question`, `sources` (a list of `title`, `text`, `doc_id`, `chunk_id`, numbered "
         "[1].. in the prompt), `answer` (the target), `kind` (`cited` or `declined`), `gold_passage` (the number "

@@ -74,9 +74,11 @@ def answer_sentences(text: str) -> list[tuple[str, list[int]]]:
     return out
 
 
-def cited_numbers(s: str) -> list[int]:
-    """The [n] numbers `s` cites, in order of first appearance ([1, 2] counts as 1 and 2)."""
-    return list(dict.fromkeys(int(x) for m in MARKER.finditer(s) for x in m.group(1).split(",")))
+def cited_numbers(s: str, n_sources: int | None = None) -> list[int]:
+    """The [n] numbers `s` cites, in order of first appearance ([1, 2] counts as 1 and 2); with `n_sources`,
+    only those from 1 to n_sources."""
+    numbers = dict.fromkeys(int(x) for m in MARKER.finditer(s) for x in m.group(1).split(","))
+    return [n for n in numbers if n_sources is None or 1 <= n <= n_sources]
 
 
 def _claim(sentence: str) -> str:

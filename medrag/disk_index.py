@@ -32,9 +32,10 @@ import faiss
 import numpy as np
 
 from medrag.bm25_disk import DiskBM25
-from medrag.embedder import same_model
+from medrag.embedder import cpu_threads, same_model
 from medrag.errors import IndexLoadError
-from medrag.index import _QUESTION_WORDS, _STOPWORDS, _TOKEN, FORMAT, analyze
+from medrag.files import sha256_file
+from medrag.index import FORMAT, analyze
 from medrag.sections import SECTIONS
 from medrag.store import ChunkStore
 
@@ -45,7 +46,7 @@ RERANK = 200  # PQ candidates re-scored exactly from float16 vectors
 TRAIN_PER_LIST = 40  # faiss wants >= 39 training points per list
 SECTION_NAMES = (None, *SECTIONS, "information")  # uint8 codes in sections.npy
 READERS = 8  # threads reading re-rank rows: disk reads overlap; they wait on I/O, not on the 2 cores
-_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+_CORES = cpu_threads()
 
 
 def nlist_for(n: int) -> int:
@@ -74,14 +75,6 @@ def train_ivfpq(sample: np.ndarray, n_total: int, pq_m: int = PQ_M) -> faiss.Ind
     faiss.omp_set_num_threads(_CORES)
     index.train(np.ascontiguousarray(sample, dtype=np.float32))
     return index
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def verify_files(path: str | Path, manifest: dict | None = None) -> None:
@@ -155,10 +148,9 @@ class DiskIndex:
     def search_bm25(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         return self.bm25.search([analyze(q) for q in queries], k)
 
-    def unknown_words(self, text: str, common=None) -> list[str]:
-        """As VectorIndex.unknown_words: words no chunk contains, asking and everyday words aside."""
-        words = dict.fromkeys(w for w in _TOKEN.findall(text.lower()) if w not in _STOPWORDS | _QUESTION_WORDS)
-        return [w for w in words if analyze(w) and analyze(w)[0] not in self.bm25 and not (common and common(w))]
+    def has_term(self, term: str) -> bool:
+        """As VectorIndex.has_term: some chunk holds the BM25 term."""
+        return term in self.bm25
 
     def vectors(self, ids) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)

@@ -22,7 +22,6 @@ Shortcuts taken on purpose:
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import logging
@@ -40,6 +39,7 @@ import numpy as np
 
 from medrag.config import EMBEDDING_MODEL_ID, PipelineConfig
 from medrag.errors import ConfigError, ModelLoadError, missing_dependency
+from medrag.files import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +65,7 @@ def file_sha256(path: str | Path) -> str:
     st = path.stat()
     key = (str(path), st.st_mtime_ns, st.st_size)
     if key not in _HASHES:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _HASHES[key] = h.hexdigest()
+        _HASHES[key] = sha256_file(path)
     return _HASHES[key]
 
 
@@ -161,7 +157,6 @@ class TextEmbedder:
         self._folder: Path | None = None
         self._tokenizer = self._runner = None
         self._lock = threading.Lock()
-        self._vocab: frozenset[str] | None = None
         self._memo: OrderedDict[str, np.ndarray] = OrderedDict()  # embed_cached's LRU
         self._query_memo: OrderedDict[str, np.ndarray] = OrderedDict()  # embed_query's last few questions
 
@@ -188,12 +183,6 @@ class TextEmbedder:
         if self._tokenizer is None:
             self._tokenizer = _load_tokenizer(self.model_path, None)
         return self._tokenizer
-
-    def is_common_word(self, word: str) -> bool:
-        """True when the model's own vocabulary holds `word` whole: everyday English, not a rare name."""
-        if self._vocab is None:
-            self._vocab = frozenset(self.tokenizer.get_vocab())
-        return word.lower() in self._vocab
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False).ids)

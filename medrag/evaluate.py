@@ -23,7 +23,7 @@ from pathlib import Path
 
 from medrag.config import PipelineConfig
 from medrag.errors import MedRAGError
-from medrag.evaluation import (
+from medrag.eval_metrics import (
     Aggregator,
     Question,
     format_table,
@@ -33,8 +33,9 @@ from medrag.evaluation import (
     unique_docs,
 )
 from medrag.prompts import URGENT_MESSAGES
+from medrag.request import MODES, Request
+from medrag.types import AnswerKind
 
-MODES = ("dense", "bm25", "hybrid")
 DEPTH = 50  # chunks retrieved per question: enough distinct documents for the @10 metrics
 
 
@@ -64,20 +65,22 @@ def evaluate_answers(pipeline, questions: list[Question], mode: str, progress: b
 
         iterator = tqdm(questions, desc=f"answers ({mode})", unit="q", file=sys.stderr)
     for q in iterator:
-        ans = pipeline.answer(q.question, mode=mode)
+        ans = pipeline.answer(q.question, Request(mode=mode))
         row: dict[str, float | None] = {}
         if q.red_flag is not None:
-            flags.setdefault(q.group, []).append((q.red_flag, ans.kind == "urgent"))
-            if q.red_flag and q.help and ans.kind == "urgent":  # the right message: crisis line, poison control, ...
+            flags.setdefault(q.group, []).append((q.red_flag, ans.kind == AnswerKind.URGENT))
+            if (
+                q.red_flag and q.help and ans.kind == AnswerKind.URGENT
+            ):  # the right message: crisis line, poison control, ...
                 helps.setdefault(q.group, []).append(ans.text == URGENT_MESSAGES.get(q.help))
         else:
-            row["abstention_rate"] = float(ans.declined and ans.kind == "declined")
-            row["red_flags_raised"] = float(ans.kind == "urgent")
+            row["abstention_rate"] = float(ans.declined and ans.kind == AnswerKind.DECLINED)
+            row["red_flags_raised"] = float(ans.kind == AnswerKind.URGENT)
         if q.answerable and ans.citations:
             cited = ans.cited_numbers
             gold = set(q.gold_doc_ids)
             row["citation_precision"] = sum(ans.sources[n - 1].chunk.doc_id in gold for n in cited) / len(cited)
-        if ans.kind == "answer" and ans.support_rate is not None:
+        if ans.kind == AnswerKind.ANSWER and ans.support_rate is not None:
             row["support_rate"] = ans.support_rate
         agg.add(q.group, row)
     result = agg.result()

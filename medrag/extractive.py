@@ -44,7 +44,6 @@ class ExtractiveGenerator(Generator):
         self.max_sentences, self.min_similarity, self.per_source = max_sentences, min_similarity, per_source
         self.duplicate_similarity, self.min_words = duplicate_similarity, min_words
         self.focus, self.focus_min = focus, focus_min
-        self.last_warnings: list[str] = []
 
     def select(self, question: str, sources: Sequence[Chunk]) -> list[tuple[int, str, float]]:
         """The chosen sentences as (source number, sentence, cosine), in answer order.

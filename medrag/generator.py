@@ -1,13 +1,10 @@
-"""The generator interface, the factory that picks a backend, and the auto-mode fallback.
+"""The generator interface and the auto-mode fallback (medrag.generator_factory picks a backend).
 
 Backends live beside this file: `hf_generator.HFGenerator` (a causal LM, optionally 4-bit, with a
 swappable LoRA adapter), `extractive.ExtractiveGenerator` (copies cited source sentences; runs
 anywhere) and `openai_generator.OpenAIGenerator` (any OpenAI-compatible endpoint). All stream
 text deltas; `generate` is their concatenation. Nothing heavy loads until the first `stream()`
 or an explicit `load()`.
-
-Shortcut on purpose: "auto" picks hf only when CUDA is available; a CPU user who wants a small
-local model sets `generator="hf"` explicitly (a 7B model on a laptop CPU is too slow for a demo).
 """
 
 from __future__ import annotations
@@ -16,13 +13,10 @@ import logging
 from collections.abc import Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
-from medrag.config import PipelineConfig
-from medrag.errors import ConfigError, ModelLoadError
+from medrag.errors import ModelLoadError
 from medrag.types import Chunk
 
 log = logging.getLogger(__name__)
-
-GENERATORS = ("auto", "hf", "extractive", "openai")
 
 
 @runtime_checkable
@@ -75,10 +69,6 @@ class FallbackGenerator(Generator):
     def name(self) -> str:
         return self.active.name
 
-    @property
-    def last_warnings(self) -> list[str]:
-        return list(getattr(self._active, "last_warnings", []))
-
     def load(self) -> Generator:
         if self._active is None:
             try:
@@ -103,50 +93,3 @@ class FallbackGenerator(Generator):
                 f"No adapter can be loaded: the {self.name} generator is in use ({self.fallback_reason})"
             )
         return self.primary.load_adapter(adapter, revision, **kw)
-
-
-def resolve_generator_name(config: PipelineConfig) -> str:
-    """The backend "auto" means here: openai if an endpoint is set, hf on a GPU, else extractive."""
-    choice = config.generator.strip().lower()
-    if choice not in GENERATORS:
-        raise ConfigError(
-            f"MEDRAG_GENERATOR={config.generator!r} is not one of {', '.join(GENERATORS)}: fix or unset it"
-        )
-    if choice != "auto":
-        return choice
-    if config.openai_url:
-        return "openai"
-    from medrag.hardware import cuda_available
-
-    return "hf" if cuda_available() else "extractive"
-
-
-def make_generator(config: PipelineConfig, embedder=None) -> Generator:
-    """Build the configured backend without loading any model; "auto" falls back to extractive if hf fails."""
-    choice = config.generator.strip().lower()
-    name = resolve_generator_name(config)
-    if name == "openai":
-        if not config.openai_url:
-            raise ConfigError(
-                "The openai generator needs an endpoint: set MEDRAG_OPENAI_URL (for example http://localhost:8080)"
-            )
-        from medrag.openai_generator import OpenAIGenerator
-
-        return OpenAIGenerator(config.openai_url, model=config.openai_model, api_key=config.openai_api_key)
-    if name == "hf":
-        from medrag.hf_generator import HFGenerator
-
-        hf = HFGenerator.from_config(config)
-        if choice == "auto" and embedder is not None:  # a model or adapter that cannot load: extractive answers
-            return FallbackGenerator(hf, _extractive(embedder))
-        hf.strict_adapter = False  # hf asked for: an adapter that cannot load leaves the base model answering
-        return hf
-    return _extractive(embedder)
-
-
-def _extractive(embedder) -> Generator:
-    if embedder is None:
-        raise ConfigError("The extractive generator needs the embedder: pass make_generator(config, embedder=...)")
-    from medrag.extractive import ExtractiveGenerator
-
-    return ExtractiveGenerator(embedder)

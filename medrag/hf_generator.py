@@ -34,9 +34,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from medrag.config import PipelineConfig
-from medrag.errors import ConfigError, MedRAGError, ModelLoadError, missing_dependency
+from medrag.errors import ConfigError, MedRAGError, ModelLoadError
 from medrag.generator import Generator
 from medrag.prompts import build_prompt, fit_sources
+from medrag.quantization import nf4_config
 from medrag.types import Chunk
 
 log = logging.getLogger(__name__)
@@ -95,8 +96,6 @@ class HFGenerator(Generator):
         self._tokenizer = self._model = self._lm = None  # _lm: the transformers model, LoRA layers injected in place
         self._renew_locks()
         _LIVE.add(self)
-        self.last_warnings: list[str] = []  # of the last stream started: the UI shows them
-        self.last_versions: dict[str, str] = {}  # of the last stream started: the adapter it pinned
 
     def _renew_locks(self) -> None:
         self._load_lock = threading.Lock()
@@ -161,19 +160,8 @@ class HFGenerator(Generator):
         kwargs = {"dtype": dtype, "trust_remote_code": False}
         if device != "cpu":
             kwargs["device_map"] = {"": device}  # one device; on CPU no map, so peft adds no offload hooks
-        if self.load_in_4bit:
-            try:
-                import bitsandbytes  # noqa: F401
-            except ImportError:
-                raise missing_dependency("bitsandbytes", "4-bit loading (MEDRAG_LOAD_IN_4BIT=1)") from None
-            from transformers import BitsAndBytesConfig
-
-            kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True,
-                bnb_4bit_quant_type="nf4",  # the QLoRA data type the adapter was trained against
-                bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=dtype,
-            )
+        if self.load_in_4bit:  # NF4 with double quantisation, as the adapter was trained (medrag.qlora)
+            kwargs["quantization_config"] = nf4_config(dtype, True, "4-bit loading (MEDRAG_LOAD_IN_4BIT=1)")
         try:
             model = AutoModelForCausalLM.from_pretrained(self.base_model, **kwargs)
         except Exception as e:
@@ -276,7 +264,7 @@ class HFGenerator(Generator):
         if len(kept) < len(sources):
             warnings.append(f"Only {len(kept)} of {len(sources)} sources fit in the model's context.")
         while True:
-            prompt = build_prompt(tok, question, kept, history, self.context_tokens)
+            prompt = build_prompt(tok, question, kept, history)  # `kept` fits already: fitted once
             ids = tok(prompt, add_special_tokens=False).input_ids  # the chat template writes <s> itself
             if len(ids) <= self.max_input_tokens or not history:
                 break
@@ -297,9 +285,9 @@ class HFGenerator(Generator):
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         self.load()
-        ids, self.last_warnings = self.encode(question, sources, history)
-        if info is not None:
-            info["warnings"] = list(self.last_warnings)
+        ids, warnings = self.encode(question, sources, history)
+        if info is not None:  # this call's own: nothing per call is kept on the shared generator
+            info["warnings"] = warnings
         temperature = self.temperature if temperature is None else temperature
         kwargs = {"max_new_tokens": max_new_tokens or self.max_new_tokens, "do_sample": temperature > 0}
         if temperature > 0:
@@ -332,9 +320,9 @@ class HFGenerator(Generator):
                 self._gate.leave()
 
         self._gate.enter()  # pins the active adapter until this generation ends
-        lm, self.last_versions = self._lm, self.versions()
+        lm, versions = self._lm, self.versions()
         if info is not None:
-            info["versions"] = dict(self.last_versions)
+            info["versions"] = versions
         try:
             input_ids = torch.tensor([ids], device=lm.device)
             thread = threading.Thread(target=run, name="medrag-generate", daemon=True)

@@ -171,7 +171,7 @@ def push_adapter(
     commit_message: str = "Upload MedRAG LoRA adapter",
 ) -> str:
     """Upload an adapter folder and its model card as one commit; returns the commit sha."""
-    config = _read_json(Path(folder) / ADAPTER_CONFIG, "train one with medrag.training first")
+    config = _read_json(Path(folder) / ADAPTER_CONFIG, "train one with medrag.qlora first")
     if card is None:
         keys = {"base_model_name_or_path": "base_model", "r": "lora_r", "lora_alpha": "lora_alpha"}
         keys |= {"lora_dropout": "lora_dropout", "target_modules": "target_modules"}

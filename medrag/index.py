@@ -50,8 +50,9 @@ import Stemmer
 from bm25s.stopwords import STOPWORDS_EN
 
 import medrag
-from medrag.embedder import same_model
+from medrag.embedder import cpu_threads, same_model
 from medrag.errors import ConfigError, IndexLoadError, IndexWriteError
+from medrag.files import fsync, sha256_file, swap_into_place
 from medrag.types import Chunk
 
 FORMAT = "medrag-index/1"
@@ -64,14 +65,9 @@ IVF_NPROBE = 16  # of ~4*sqrt(n) lists: a few percent of the vectors scanned per
 log = logging.getLogger(__name__)
 faiss.cvar.distance_compute_blas_threshold = 20  # BLAS from 20 queries: ~6x faster batched search, same results
 
-_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-_TOKEN = re.compile(r"(?u)\b\w\w+\b")  # bm25s' (and scikit-learn's) default token pattern
-_STOPWORDS = frozenset(STOPWORDS_EN)
-_QUESTION_WORDS = frozenset(
-    "what which who whom whose when where why how does do did doing done can could should would will shall may might "
-    "must have has had get gets got getting tell know please anyone someone thanks thank hi hello "
-    "i me my mine myself we us our you your yours he him his she her it its they them their".split()
-)  # words of asking, not of the topic: never a reason to decline
+_CORES = cpu_threads()
+TOKEN = re.compile(r"(?u)\b\w\w+\b")  # bm25s' (and scikit-learn's) default token pattern
+STOPWORDS = frozenset(STOPWORDS_EN)
 _STEMMER = Stemmer.Stemmer("english")
 _STEMS: dict[str, str] = {}
 _STEM_LOCK = threading.Lock()  # a PyStemmer object must not be used by two threads at once
@@ -84,7 +80,7 @@ def _stem(words: list[str]) -> list[str]:
 
 def analyze(text: str) -> list[str]:
     """BM25 terms of a text: lower-cased words of 2+ characters, English stopwords out, Snowball-stemmed."""
-    words = [w for w in _TOKEN.findall(text.lower()) if w not in _STOPWORDS]
+    words = [w for w in TOKEN.findall(text.lower()) if w not in STOPWORDS]
     new = [w for w in set(words) if w not in _STEMS]
     if new:
         if len(_STEMS) > 1_000_000:  # a long-running server must not grow without bound
@@ -196,16 +192,9 @@ class VectorIndex:
             scores[row, : top.size], ids[row, : top.size] = total[top], top
         return scores, ids
 
-    def unknown_words(self, text: str, common=None) -> list[str]:
-        """Words of `text` that no chunk contains: names the corpus never mentions.
-
-        Stopwords and words of asking never count, nor words `common(word)` calls everyday
-        English (the pipeline passes the embedder's vocabulary), so a small corpus that never
-        says "safe" still answers "is it safe...?".
-        """
-        vocab = self.bm25.vocab_dict
-        words = dict.fromkeys(w for w in _TOKEN.findall(text.lower()) if w not in _STOPWORDS | _QUESTION_WORDS)
-        return [w for w in words if analyze(w) and analyze(w)[0] not in vocab and not (common and common(w))]
+    def has_term(self, term: str) -> bool:
+        """True when some chunk holds the BM25 term (a stem from `analyze`): medrag.evidence asks this."""
+        return term in self.bm25.vocab_dict
 
     def vectors(self, ids) -> np.ndarray:
         """The stored unit vectors of rows `ids`, (len(ids), dim) float32."""
@@ -235,14 +224,14 @@ class VectorIndex:
                     f.write(json.dumps(chunk.to_dict(), ensure_ascii=False) + "\n")
             self.bm25.save(str(tmp / "bm25"), allow_pickle=False, show_progress=False)
             files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
-            self.manifest["files"] = {name: _sha256(tmp / name) for name in files}
+            self.manifest["files"] = {name: sha256_file(tmp / name) for name in files}
             (tmp / "manifest.json").write_bytes(_manifest_bytes(self.manifest))
             for name in [*files, "manifest.json"]:
-                _fsync(tmp / name)
-            _fsync(tmp / "bm25")
-            _fsync(tmp)
+                fsync(tmp / name)
+            fsync(tmp / "bm25")
+            fsync(tmp)
             prepare_out(path)  # again: another process may have put files there meanwhile
-            _swap_into_place(tmp, path)
+            swap_into_place(tmp, path)
             _clean_leftovers(path)  # an old index a crash left beside an absent `path` is replaced now
         except OSError as e:
             raise IndexWriteError(_write_failed(e, path)) from e
@@ -288,7 +277,7 @@ class VectorIndex:
             member = _member(path, name, rebuild)
             if verify and name not in files:
                 raise IndexLoadError(f"Index file {member} is not listed in manifest.json: {rebuild}")
-            if verify and files[name] != _sha256(member):
+            if verify and files[name] != sha256_file(member):
                 raise IndexLoadError(f"Index file {member} is corrupt (sha256 mismatch): {rebuild}")
         try:
             index = faiss.read_index(str(path / "index.faiss"))
@@ -580,43 +569,6 @@ def _tune(index, index_type: str, params: dict) -> None:
 
 def _manifest_bytes(manifest: dict) -> bytes:
     return (json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file (or, best effort, a directory entry) to disk before the rename publishes it."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        if path.is_dir():
-            return  # some platforms cannot open directories
-        raise
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _swap_into_place(tmp: Path, path: Path) -> None:
-    """Rename `tmp` to `path`; an existing `path` is first moved to a `.old-*` sibling, removed last."""
-    if not path.exists():
-        os.rename(tmp, path)
-        return
-    old = path.parent / f".{path.name}.old-{secrets.token_hex(4)}"
-    os.rename(path, old)
-    try:
-        os.rename(tmp, path)
-    except BaseException:
-        os.rename(old, path)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _recover(path: Path) -> None:

@@ -1,7 +1,7 @@
 """`MilvusIndex`: the index in a Milvus collection, for corpora past one machine.
 
 Same search interface as `VectorIndex` (search_dense, search_bm25, vectors, chunks by row,
-manifest, unknown_words), so the Retriever and the pipeline run on it unchanged. The client is
+manifest, has_term), so the Retriever and the pipeline run on it unchanged. The client is
 pymilvus' `MilvusClient`: a local file path (`data/milvus.db`) runs the embedded milvus-lite (no
 server, what the tests use); `http://HOST:19530` or a Zilliz Cloud URI reaches a Milvus cluster,
 which shards and replicates the same collection across machines.
@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from medrag.errors import ConfigError, IndexLoadError, missing_dependency
-from medrag.index import _QUESTION_WORDS, _STOPWORDS, _TOKEN, FORMAT, analyze
+from medrag.index import FORMAT, analyze
 from medrag.sections import chunk_section, chunk_topic
 from medrag.types import Chunk
 
@@ -160,11 +160,9 @@ class MilvusIndex:
         return cls(milvus, collection, manifest)
 
     @classmethod
-    def upload(cls, folder, uri: str, collection: str, config) -> MilvusIndex:
-        """Copy a built index folder (any local type) into a Milvus collection, a batch of rows at a time."""
-        from medrag.indexes import open_index
-
-        local = open_index(folder, config.replace(index_engine="local"))
+    def upload(cls, local, uri: str, collection: str) -> MilvusIndex:
+        """Copy an opened local index (any type, `medrag.indexes.open_index`) into a Milvus collection, a batch of
+        rows at a time."""
         vectors = _RowVectors(local)
         return cls.create(
             uri, collection, local.chunks, vectors, {k: v for k, v in local.manifest.items() if k != "files"}
@@ -253,13 +251,6 @@ class MilvusIndex:
         }
         return np.asarray([got[i] for i in ids], dtype=np.float32)
 
-    def unknown_words(self, text: str, common=None) -> list[str]:
-        words = dict.fromkeys(w for w in _TOKEN.findall(text.lower()) if w not in _STOPWORDS | _QUESTION_WORDS)
-        out = []
-        for w in words:
-            terms = analyze(w)
-            if not terms or (common and common(w)):
-                continue
-            if (self._search([terms[0]], "sparse", "BM25", 1)[1] < 0).all():
-                out.append(w)
-        return out
+    def has_term(self, term: str) -> bool:
+        """As VectorIndex.has_term: some chunk holds the BM25 term (a one-hit sparse search finds one)."""
+        return bool((self._search([term], "sparse", "BM25", 1)[1] >= 0).any())

@@ -39,7 +39,6 @@ class OpenAIGenerator(Generator):
         self.model, self.timeout = model, timeout
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
         self._api_key = api_key
-        self.last_warnings: list[str] = []
 
     def __repr__(self) -> str:  # no api key in logs or tracebacks
         return f"OpenAIGenerator(url={self.safe_url!r}, model={self.model!r})"

@@ -1,7 +1,7 @@
 """Named prompt templates and the fixed phrases that tests and the UI look for.
 
 `build_messages` / `build_prompt` are the one way a prompt is made, for inference and for
-training alike (`medrag.training` calls `build_prompt` and appends the answer), so the model is
+training alike (`medrag.qlora` calls `build_prompt` and appends the answer), so the model is
 trained on exactly what it later sees. Sources are numbered `[n] Title` and fenced by
 `<sources>` tags, apart from the instructions. Instructions live in the user turn because
 Mistral-Instruct's chat template has no system role.
@@ -14,6 +14,8 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from medrag.chunking import split_sentences
 
 CANNOT_ANSWER_PHRASE = "I cannot answer this question from the available sources."
 
@@ -98,7 +100,6 @@ USER_TEMPLATE = """{instructions}
 
 Question: {question}"""
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _FENCE = re.compile(r"</?sources>", re.IGNORECASE)
 
 
@@ -176,7 +177,8 @@ def fit_sources(sources: Sequence[HasTitleText], count_tokens: Callable[[str], i
 
 def _whole_sentences(s: Any, count_tokens: Callable[[str], int], budget: int):
     text = ""
-    for sentence in _SENTENCE_END.split(s.text):
+    for start, end in split_sentences(s.text):
+        sentence = s.text[start:end]
         candidate = f"{text} {sentence}".strip()
         if count_tokens(SOURCE_TEMPLATE.format(number=1, title=s.title, text=candidate)) + 2 > budget:
             break

@@ -166,10 +166,10 @@ class Refresher:
         generator.load_adapter(repo, commit, folder=found.path)
 
     def _swap_index(self, repo: str, commit: str) -> None:
-        from medrag.pipeline import load_hub_index
+        from medrag.index_source import open_hub
 
-        index, source = load_hub_index(repo, commit, self.config)
-        self.pipeline.swap(index=index, index_source=source)
+        opened = open_hub(repo, commit, self.config)
+        self.pipeline.swap(index=opened.index, index_status=opened.status)
         self.pipeline.retriever  # noqa: B018  build the new retriever now, not on the next question
 
     def check_in_background(self, kind: str) -> threading.Thread | None:

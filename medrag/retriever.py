@@ -8,7 +8,7 @@ In every mode, the section prior (medrag.sections) then lifts, within one page, 
 question asks for ("how to diagnose X" -> "X (exams and tests)") to the top of that page's chunks.
 
 Every returned hit carries its dense cosine, also when only BM25 found it (computed from the
-stored vector), because `evidence()` - the gate that lets generation decline - reads it.
+stored vector), because the evidence gate (medrag.evidence) that lets generation decline reads it.
 
 Shortcuts taken on purpose: no document-level de-duplication (evaluation works per document
 itself; several chunks of one document may be returned); ties in RRF break by dense rank, then
@@ -17,26 +17,14 @@ BM25 rank, then row, so results are deterministic.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
 from medrag.config import PipelineConfig
 from medrag.errors import ConfigError
 from medrag.index import VectorIndex
+from medrag.request import MODES
 from medrag.sections import chunk_section, chunk_topic, promote, question_sections
 from medrag.types import Hit
-
-MODES = ("dense", "bm25", "hybrid")
-
-
-def evidence(hits: Sequence[Hit]) -> float:
-    """How strongly the corpus covers a question: the best dense cosine among `hits` (0.0 for none).
-
-    Cosine rather than the RRF score: RRF says only how ranks agree, not whether anything is close.
-    The pipeline declines to answer below `PipelineConfig.min_evidence`.
-    """
-    return max((h.dense_score for h in hits if h.dense_score is not None), default=0.0)
 
 
 class Retriever:
@@ -49,8 +37,6 @@ class Retriever:
         else:
             self._topics = [chunk_topic(c) for c in index.chunks]  # for the section prior (medrag.sections)
             self._sections = [chunk_section(c) for c in index.chunks]
-
-    evidence = staticmethod(evidence)  # so the pipeline can ask the retriever it holds
 
     def search(self, query: str, k: int | None = None, mode: str | None = None) -> list[Hit]:
         return self.search_batch([query], k, mode)[0]

@@ -39,9 +39,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import hashlib
 import json
-import os
 import random
 import re
 import shutil
@@ -59,6 +57,7 @@ from medrag.chunking import split_sentences
 from medrag.config import BASE_MODEL_ID, PipelineConfig
 from medrag.documents import jsonl_lines
 from medrag.errors import DocumentError, MedRAGError
+from medrag.files import sha256_file, swap_into_place
 from medrag.prompts import CANNOT_ANSWER_PHRASE, fit_sources
 from medrag.types import Chunk
 
@@ -150,7 +149,7 @@ def load_exclusions(paths: Sequence[str | Path]) -> Exclusions:
             ex.doc_ids.update(map(str, docs))
             n_docs += len(docs)
         ex.files.append(
-            {"path": Path(path).name, "sha256": _sha256(path), "questions": n_questions, "gold_docs": n_docs}
+            {"path": Path(path).name, "sha256": sha256_file(path), "questions": n_questions, "gold_docs": n_docs}
         )
     return ex
 
@@ -304,14 +303,6 @@ def _group(source: str) -> str:
     return re.split(r"[/-]", source or "unknown", maxsplit=1)[0] or "unknown"
 
 
-def _sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # --- tokenizer -----------------------------------------------------------------------------------
 
 
@@ -364,12 +355,7 @@ def write_folder(out: str | Path, rows: list[dict], manifest: dict, card: str, i
         for path in include:
             (work / "eval").mkdir(exist_ok=True)
             shutil.copyfile(path, work / "eval" / Path(path).name)
-        old = out.with_name(f".{out.name}.old-{os.getpid()}") if out.exists() else None
-        if old:
-            out.rename(old)
-        work.rename(out)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
+        swap_into_place(work, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return out
@@ -391,7 +377,7 @@ def make_manifest(counts: dict, settings: Settings, index, tokenizer_name: str, 
             "documents": index.manifest.get("counts", {}).get("documents") or index.manifest.get("documents"),
         },
         "sources": sorted({g for g in counts["by_source"]}),
-        "questions_files": [{"path": Path(p).name, "sha256": _sha256(p)} for p in questions_files],
+        "questions_files": [{"path": Path(p).name, "sha256": sha256_file(p)} for p in questions_files],
         "excluded": exclusions.files,
         "eval_files": [f"eval/{Path(p).name}" for p in include],
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

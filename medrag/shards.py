@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 import medrag
-from medrag.bm25_disk import BM25Builder, _read_npy_slice
+from medrag.bm25_disk import BM25Builder, read_npy_slice
 from medrag.chunking import chunk_documents
 from medrag.config import PipelineConfig
 from medrag.disk_index import (
@@ -46,11 +46,11 @@ from medrag.disk_index import (
     TRAIN_PER_LIST,
     nlist_for,
     nprobe_for,
-    sha256_file,
     train_ivfpq,
 )
 from medrag.documents import Document, SkippedFile, load_documents, normalise
 from medrag.errors import DocumentError, MedRAGError
+from medrag.files import fsync, sha256_file, swap_into_place
 from medrag.index import FORMAT, analyze, prepare_out
 from medrag.sections import chunk_section, chunk_topic
 from medrag.store import StoreWriter
@@ -211,7 +211,7 @@ class ShardedBuild:
         (tmp / "new_terms.json").write_text(json.dumps(new_terms, ensure_ascii=False), encoding="utf-8")
         files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
         for p in tmp.iterdir():
-            _fsync(p)
+            fsync(p)
         os.rename(tmp, self.work / "shards" / name)
         self.shards.append({"name": name, "documents_end": documents_end, "rows": len(chunks), "files": files})
         self._save_state()
@@ -219,7 +219,7 @@ class ShardedBuild:
     def _save_state(self) -> None:
         tmp = self.work / f".state-{secrets.token_hex(4)}.json"
         tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "shards": self.shards}, indent=1))
-        _fsync(tmp)
+        fsync(tmp)
         os.replace(tmp, self.work / "state.json")
 
     def finalize(self, out: str | Path, manifest: dict, *, pq_m: int = PQ_M, seed: int = 0) -> Path:
@@ -258,8 +258,8 @@ class ShardedBuild:
                 json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
             )
             for p in tmp.rglob("*"):
-                _fsync(p) if p.is_file() else None
-            _replace_dir(tmp, out)
+                fsync(p) if p.is_file() else None
+            swap_into_place(tmp, out)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(self.work, ignore_errors=True)
@@ -312,7 +312,7 @@ class ShardedBuild:
 
 
 def _read_rows(path: Path, dim: int, start: int, end: int) -> np.ndarray:
-    return _read_npy_slice(path, start * dim, end * dim).reshape(end - start, dim)
+    return read_npy_slice(path, start * dim, end * dim).reshape(end - start, dim)
 
 
 def _read_rows_at(path: Path, dim: int, rows: np.ndarray) -> np.ndarray:
@@ -362,29 +362,6 @@ def _check_shard(folder: Path, files: dict[str, str]) -> str | None:
         if sha256_file(folder / name) != digest:
             return f"corrupt ({name}: sha256 mismatch)"
     return None
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Rename `tmp` to `out`; an existing `out` is moved aside first and removed once the new one is in place."""
-    if not out.exists():
-        os.rename(tmp, out)
-        return
-    old = out.parent / f".{out.name}.old-{secrets.token_hex(4)}"
-    os.rename(out, old)
-    try:
-        os.rename(tmp, out)
-    except BaseException:
-        os.rename(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 # --- the build ------------------------------------------------------------------------------

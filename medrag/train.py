@@ -69,7 +69,7 @@ def config_from_args(args: argparse.Namespace, environ: typing.Mapping[str, str]
 
 
 def main(argv: list[str] | None = None) -> int:
-    from medrag import training
+    from medrag import qlora
     from medrag.adapter_eval import evaluate_adapter, write_evaluation
     from medrag.config import PipelineConfig
 
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser(FineTuneConfig.from_env())
         args = parser.parse_args(argv)
         cfg = config_from_args(args)
-        result = training.train(cfg)
+        result = qlora.train(cfg)
         summary = {"output_dir": result.output_dir, **{k: v for k, v in result.metrics.items() if k != "versions"}}
         evaluation = None
         if args.eval_questions or args.eval_pubmedqa:
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             summary["evaluation"] = {k: evaluation[k] for k in ("base", "adapter", "helps")}
             write_evaluation(evaluation, result.output_dir)
         if cfg.hub_repo:
-            summary["pushed"] = training.push(cfg, result, evaluation)
+            summary["pushed"] = qlora.push(cfg, result, evaluation)
         print(json.dumps(summary, indent=2))
         return 0
     except MedRAGError as e:

@@ -1,4 +1,4 @@
-"""The small values every module passes around: Document, Chunk, Hit, Citation, Answer.
+"""The small values every module passes around: Document, Chunk, Hit, Citation, AnswerKind, Answer.
 
 They are plain dataclasses with `to_dict()` for JSON (the index's chunks file, the API).
 """
@@ -6,6 +6,7 @@ They are plain dataclasses with `to_dict()` for JSON (the index's chunks file, t
 from __future__ import annotations
 
 import dataclasses
+import enum
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,11 +61,6 @@ class Hit:
     bm25_rank: int | None = None
     retrievers: tuple[str, ...] = ()  # which retrievers found it: ("dense", "bm25")
 
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["retrievers"] = list(self.retrievers)
-        return d
-
 
 @dataclass
 class Citation:
@@ -75,13 +71,22 @@ class Citation:
     span: tuple[int, int] | None = None  # characters of the source chunk's text that support it
 
 
+class AnswerKind(enum.StrEnum):
+    """What an Answer is; the values are what JSON output and the evaluation read."""
+
+    ANSWER = "answer"  # generated from the sources, with citations
+    DECLINED = "declined"  # not enough evidence, or the model declined
+    URGENT = "urgent"  # a red flag: the fixed urgent-care message, nothing generated
+    INVALID = "invalid"  # an unusable question: the text says what to fix
+
+
 @dataclass
 class Answer:
     question: str
     text: str
     sources: list[Hit] = field(default_factory=list)
     citations: list[Citation] = field(default_factory=list)
-    kind: str = "answer"  # answer | urgent | declined | invalid
+    kind: AnswerKind = AnswerKind.ANSWER
     declined: bool = False
     # red_flag (kind urgent: text is the urgent message for the help needed, medrag.prompts.URGENT_MESSAGES)
     # | weak_evidence | model_declined (kind declined) | bad_input (kind invalid: text says what to fix)
@@ -101,6 +106,43 @@ class Answer:
         return sorted({c.number for c in self.citations})
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["sources"] = [h.to_dict() for h in self.sources]
-        return d
+        """The answer as JSON values: what the `/ask` endpoint returns (its keys are the API's contract)."""
+        return {
+            "question": self.question,
+            "answer": self.text,
+            "kind": str(self.kind),
+            "declined": self.declined,
+            "decline_reason": self.decline_reason,
+            "sources": [
+                {
+                    "rank": h.rank or i,
+                    "title": h.chunk.title,
+                    "url": h.chunk.url,
+                    "doc_id": h.chunk.doc_id,
+                    "chunk_id": h.chunk.id,
+                    "text": h.chunk.text,
+                    "dense_score": h.dense_score,
+                    "bm25_score": h.bm25_score,
+                    "score": h.score,
+                    "retrievers": list(h.retrievers),
+                }
+                for i, h in enumerate(self.sources, 1)
+            ],
+            "citations": [
+                {
+                    "number": c.number,
+                    "sentence": c.sentence,
+                    "support": c.support,
+                    "supported": c.supported,
+                    "span": list(c.span) if c.span else None,
+                }
+                for c in self.citations
+            ],
+            "unsupported": list(self.unsupported),
+            "support_rate": self.support_rate,
+            "generator": self.generator,
+            "versions": dict(self.versions),
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            "warnings": list(self.warnings),
+            "disclaimer": self.disclaimer,
+        }

@@ -17,18 +17,15 @@ app's components.
 from __future__ import annotations
 
 import html
-import json
 import re
 from collections.abc import Iterable, Sequence
-from functools import lru_cache
 from importlib import metadata
-from pathlib import Path
 from urllib.parse import quote, urlsplit
 
-from medrag import citations
-from medrag.citations import MARKER
+from medrag.citations import MARKER, cited_numbers
+from medrag.index_source import IndexStatus
 from medrag.prompts import CANNOT_ANSWER_PHRASE, DISCLAIMER
-from medrag.types import Answer, Citation, Hit
+from medrag.types import Answer, AnswerKind, Citation, Hit
 
 DECLINED_NOTE = "Declined: not enough evidence in the sources"
 URGENT_TITLE = "Possible emergency"
@@ -93,22 +90,17 @@ def link_citations(text: str, sources: Sequence[Hit]) -> str:
     return "".join([*out, inert(text[pos:])])
 
 
-def cited_numbers(text: str, n_sources: int) -> list[int]:
-    """The source numbers `text` cites, in order of first appearance."""
-    return [n for n in citations.cited_numbers(text) if 1 <= n <= n_sources]
-
-
 # --- the chat message -----------------------------------------------------------------------
 def answer_markdown(answer: Answer) -> str:
     """The assistant message for the chat: urgent and declined answers are styled apart."""
-    if answer.kind == "urgent":
+    if answer.kind == AnswerKind.URGENT:
         return f'<div class="urgent"><strong>{URGENT_TITLE}.</strong> {inert(answer.text)}</div>'
-    if answer.kind == "declined":
+    if answer.kind == AnswerKind.DECLINED:
         return (
             f'<div class="declined"><strong>{DECLINED_NOTE}.</strong> {inert(CANNOT_ANSWER_PHRASE)} '
             "The closest passages are listed in the Sources tab.</div>"
         )
-    if answer.kind == "invalid":
+    if answer.kind == AnswerKind.INVALID:
         return f'<div class="declined">{inert(answer.text)}</div>'
     parts = [link_citations(answer.text, answer.sources)]
     by_doc: dict[str, list[int]] = {}  # two chunks of one page are listed once: "[1][2] Title"
@@ -187,53 +179,15 @@ def sources_html(answer: Answer | None) -> str:
     question = html.escape(answer.question)
     if not answer.sources:
         return f'<div class="sources empty">No sources were retrieved for <q>{question}</q>.</div>'
-    intro = "Closest passages (too weak to answer from)" if answer.kind == "declined" else "Passages for"
+    intro = "Closest passages (too weak to answer from)" if answer.kind == AnswerKind.DECLINED else "Passages for"
     items = "".join(source_html(i, h, answer.citations) for i, h in enumerate(answer.sources, 1))
     return f'<div class="sources"><p class="sources-q">{intro} <q>{question}</q></p><ol class="source-list">{items}</ol></div>'
 
 
 # --- the API --------------------------------------------------------------------------------
 def answer_json(answer: Answer) -> dict:
-    """The `/ask` endpoint's JSON: the answer, its sources and citations, versions and timings."""
-    return {
-        "question": answer.question,
-        "answer": answer.text,
-        "kind": answer.kind,
-        "declined": answer.declined,
-        "decline_reason": answer.decline_reason,
-        "sources": [
-            {
-                "rank": h.rank or i,
-                "title": h.chunk.title,
-                "url": h.chunk.url,
-                "doc_id": h.chunk.doc_id,
-                "chunk_id": h.chunk.id,
-                "text": h.chunk.text,
-                "dense_score": h.dense_score,
-                "bm25_score": h.bm25_score,
-                "score": h.score,
-                "retrievers": list(h.retrievers),
-            }
-            for i, h in enumerate(answer.sources, 1)
-        ],
-        "citations": [
-            {
-                "number": c.number,
-                "sentence": c.sentence,
-                "support": c.support,
-                "supported": c.supported,
-                "span": list(c.span) if c.span else None,
-            }
-            for c in answer.citations
-        ],
-        "unsupported": list(answer.unsupported),
-        "support_rate": answer.support_rate,
-        "generator": answer.generator,
-        "versions": dict(answer.versions),
-        "timings": {k: round(v, 4) for k, v in answer.timings.items()},
-        "warnings": list(answer.warnings),
-        "disclaimer": answer.disclaimer or DISCLAIMER,
-    }
+    """The `/ask` endpoint's JSON: `Answer.to_dict`, with the disclaimer always present."""
+    return {**answer.to_dict(), "disclaimer": answer.disclaimer or DISCLAIMER}
 
 
 # --- the About tab --------------------------------------------------------------------------
@@ -271,19 +225,6 @@ def mode_line(generator) -> str:
     return f"{inert(name)}{f' ({details})' if details else ''}"
 
 
-def read_manifest(pipeline) -> dict:
-    """The loaded index's manifest: the index object's own, else manifest.json in the index folder."""
-    index = getattr(pipeline, "_index", None)
-    manifest = getattr(index, "manifest", None)
-    if isinstance(manifest, dict):
-        return manifest
-    path = Path(getattr(index, "path", None) or pipeline.config.index_dir) / "manifest.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
 def manifest_lines(manifest: dict) -> list[str]:
     if not manifest:
         return ["- no index loaded yet"]
@@ -300,40 +241,17 @@ def manifest_lines(manifest: dict) -> list[str]:
     return [f"- {k}: {v}" for k, v in fields]
 
 
-@lru_cache(maxsize=4)
-def _sample_sha(sample_docs: str, stamp: float) -> str:
-    from medrag.documents import corpus_sha256, load_documents
-
-    return corpus_sha256(load_documents([sample_docs]).documents)
-
-
-def attribution(pipeline, manifest: dict) -> str:
-    """Where the loaded corpus comes from, in a sentence or two."""
-    cfg = pipeline.config
-    if cfg.index_repo:
-        source = getattr(pipeline, "index_source", None) or f"{cfg.index_repo}@{cfg.index_revision}"
+def attribution(status: IndexStatus | None, config) -> str:
+    """Where the loaded corpus comes from, in a sentence or two: the Hub repo, else what the manifest recorded."""
+    if status is not None and status.kind == "hub":
         return (
-            f"Index from the Hub dataset repo {code(source)}; see its dataset card for the sources and their licences."
+            f"Index from the Hub dataset repo {code(status.location)}; see its dataset card for the sources and "
+            "their licences."
         )
-    sample = Path(cfg.sample_docs)
-    try:
-        is_sample = sample.is_dir() and manifest.get("corpus_sha256") == _sample_sha(
-            str(sample), sample.stat().st_mtime
-        )
-    except Exception:  # an unreadable sample folder only costs the attribution line
-        is_sample = False
-    if is_sample:
-        names = inert(
-            ", ".join(map(str, (manifest.get("extra") or {}).get("sources") or [])) or "MedlinePlus, NHS, CDC"
-        )
-        note = sample.parent / "SAMPLE_CORPUS.md"
-        more = f" See `data/{note.name}`." if note.exists() else ""
-        return (
-            "The built-in sample corpus: short consumer-health summaries written by the MedRAG project in its own "
-            f"words (CC BY 4.0), each restating facts from one public page ({names}) and linking to it as its source."
-            + more
-        )
-    return f"A local corpus indexed into {code(cfg.index_dir)}; see that collection's own licence and attribution."
+    if status is not None and status.attribution:
+        return inert(status.attribution)
+    folder = status.location if status is not None else config.index_dir
+    return f"A local corpus indexed into {code(folder)}; see that collection's own licence and attribution."
 
 
 def refresh_lines(refresher) -> list[str]:
@@ -359,8 +277,8 @@ def refresh_lines(refresher) -> list[str]:
 
 def status_markdown(pipeline, refresher=None) -> str:
     """Mode, index manifest, versions, Hub updates, how it works and data attribution, as markdown."""
-    manifest = read_manifest(pipeline)
-    generator = getattr(pipeline, "_generator", None)
+    status = pipeline.index_status
+    generator = pipeline.loaded_generator
     mode = mode_line(generator) if generator is not None else "not loaded yet"
     versions = {
         "medrag": _medrag_version(),
@@ -372,8 +290,8 @@ def status_markdown(pipeline, refresher=None) -> str:
         f"**Mode:** {mode}",
         "",
         "**Index**",
-        *([f"- source: {code(pipeline.index_source)}"] if getattr(pipeline, "index_source", None) else []),
-        *manifest_lines(manifest),
+        *([f"- source: {code(status.source)}"] if status is not None and status.source else []),
+        *manifest_lines(status.manifest if status is not None else {}),
         "",
         *refresh_lines(refresher),
         "**Versions:** " + " · ".join(f"{k} {v}" for k, v in versions.items()),
@@ -382,7 +300,7 @@ def status_markdown(pipeline, refresher=None) -> str:
         HOW_IT_WORKS,
         "",
         "### Data",
-        attribution(pipeline, manifest),
+        attribution(status, pipeline.config),
         "",
         f"*{DISCLAIMER}*",
     ]

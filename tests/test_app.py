@@ -24,6 +24,7 @@ from medrag.build import build_index
 from medrag.config import REPO_ROOT, PipelineConfig
 from medrag.errors import IndexLoadError
 from medrag.prompts import DISCLAIMER
+from medrag.request import Request
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -143,7 +144,7 @@ def test_ask_returns_json_with_sources_and_valid_citations(server, pipeline):
     check_citations(result)
     assert result["disclaimer"] == DISCLAIMER
     assert result["versions"]["generator"] == "extractive" and "total" in result["timings"]
-    direct = pipeline.answer(ASTHMA, top_k=5, mode="hybrid")
+    direct = pipeline.answer(ASTHMA, Request(top_k=5, mode="hybrid"))
     assert [s["chunk_id"] for s in result["sources"]] == [h.chunk.id for h in direct.sources]
 
 
@@ -266,7 +267,7 @@ def test_two_concurrent_sessions_keep_their_own_sources(server, pipeline):
     for question, (first, second) in results.items():
         assert first == [h.chunk.id for h in pipeline.answer(question).sources]
         history = [{"role": "user", "content": question}]
-        assert second == [h.chunk.id for h in pipeline.answer(follow_up, history).sources]
+        assert second == [h.chunk.id for h in pipeline.answer(follow_up, Request(history=history)).sources]
     assert results[ASTHMA][1] != results[BLOOD_PRESSURE][1]
 
 

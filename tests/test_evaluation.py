@@ -6,7 +6,14 @@ import math
 import pytest
 
 from medrag.errors import MedRAGError
-from medrag.evaluation import Aggregator, format_table, load_questions, red_flag_scores, retrieval_metrics, unique_docs
+from medrag.eval_metrics import (
+    Aggregator,
+    format_table,
+    load_questions,
+    red_flag_scores,
+    retrieval_metrics,
+    unique_docs,
+)
 
 
 def test_unique_docs_keeps_first_occurrence_order():
@@ -76,8 +83,8 @@ def test_format_table_has_a_row_per_mode_and_group():
 
 
 def test_answers_score_red_flags_and_the_help_given():
+    from medrag.eval_metrics import Question
     from medrag.evaluate import evaluate_answers
-    from medrag.evaluation import Question
     from medrag.prompts import CRISIS_MESSAGE, URGENT_CARE_MESSAGE
     from medrag.types import Answer
 

@@ -35,7 +35,9 @@ from medrag import documents
 from medrag.chunking import chunk_document
 from medrag.documents import LOADERS, load_documents
 from medrag.errors import MedRAGError
+from medrag.evidence import EvidenceGate
 from medrag.index import VectorIndex
+from medrag.request import Request
 from medrag.safety import check_input
 from medrag.types import Document
 
@@ -76,9 +78,7 @@ VALUES = st.one_of(
     st.none(), st.integers(-3, 5000), st.floats(allow_nan=True), st.text(max_size=6), st.booleans(),
     st.sampled_from(["hybrid", "dense", "bm25"]), st.lists(st.integers(), max_size=2),
 )  # fmt: skip
-OPTIONS = st.dictionaries(
-    st.sampled_from(["top_k", "mode", "temperature", "max_new_tokens", "topk"]), VALUES, max_size=4
-)
+OPTIONS = st.dictionaries(st.sampled_from(["top_k", "mode", "temperature", "max_new_tokens"]), VALUES, max_size=4)
 MESSAGE = st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "x"]), "content": ANY_TEXT})
 HISTORY = st.one_of(st.none(), st.lists(MESSAGE, max_size=3), st.text(max_size=5), st.lists(st.integers(), max_size=2))
 
@@ -95,7 +95,7 @@ def test_the_question_path_answers_or_raises_a_project_error(pipeline, question,
         problem = check_input(question, pipeline.config.max_question_chars)
         assert problem is None or isinstance(problem, str)
     try:
-        answer = pipeline.answer(question, history, **options)
+        answer = pipeline.answer(question, Request(**options, history=history))
     except MedRAGError:
         return
     assert answer.kind in ("answer", "declined", "urgent", "invalid") and answer.text
@@ -286,4 +286,4 @@ def test_a_damaged_index_loads_or_raises_index_load_error(index_folder, damages)
     query = np.ones((1, index.manifest["dim"]), dtype=np.float32)
     index.search_dense(query / np.linalg.norm(query), 5)  # what loads also answers
     index.search_bm25(["blood pressure and the heart", "itchy skin"], 5)
-    index.unknown_words("zorvatrexil heart")
+    EvidenceGate(index).unknown_words("zorvatrexil heart")

@@ -72,7 +72,6 @@ def test_deltas_concatenate_and_embed_is_called_once():
     deltas = list(g.stream(Q, SOURCES))
     assert len(deltas) == 3 and deltas[0] == "Diabetes means the blood sugar is too high. [1]"
     assert len(embedder.calls) == 1 and embedder.calls[0][0] == Q  # question and sentences together
-    assert "".join(deltas) == g.generate(Q, SOURCES)
 
 
 def test_cannot_answer_when_nothing_is_similar():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 
@@ -85,11 +84,12 @@ def test_construction_is_lazy(tiny):
 
 def test_base_model_streams_deltas_that_match_plain_transformers(tiny):
     g = make(tiny)
-    deltas = list(g.stream(Q, SOURCES))
+    info = {}
+    deltas = list(g.stream(Q, SOURCES, info=info))
     assert len(deltas) >= 3 and all(deltas)
     text = "".join(deltas)
-    assert text == g.generate(Q, SOURCES) == reference(tiny)
-    assert g.versions() == {"base_model": tiny["base"]} == g.last_versions
+    assert text == reference(tiny)
+    assert info == {"versions": {"base_model": tiny["base"]}, "warnings": []}  # this call's own values
 
 
 def test_prompt_is_build_prompt_output(tiny):
@@ -97,11 +97,12 @@ def test_prompt_is_build_prompt_output(tiny):
     seen = []
     original = g._lm.generate
     g._lm.generate = lambda **kw: seen.append(kw["input_ids"][0].tolist()) or original(**kw)
-    g.generate(Q, SOURCES, HISTORY)
+    info = {}
+    list(g.stream(Q, SOURCES, HISTORY, info=info))
     prompt = build_prompt(g._tokenizer, Q, SOURCES, HISTORY, g.context_tokens)
     assert seen == [g._tokenizer(prompt, add_special_tokens=False).input_ids]
     assert g._tokenizer.decode(seen[0]) == prompt  # exactly one <s>, written by the chat template
-    assert g.last_warnings == []
+    assert info["warnings"] == []
 
 
 def test_adapter_loads_through_the_same_path_and_changes_the_output(tiny):
@@ -120,7 +121,7 @@ def test_4bit_nf4_with_adapter(tiny):
     quantised = [m for m in g._lm.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert quantised and all(m.weight.quant_type == "nf4" for m in quantised)
     assert any(isinstance(m, LoraLayer) for m in g._lm.modules())
-    assert isinstance(text, str) and text
+    assert text.strip()  # the 4-bit model with its adapter says something
     assert text != make(tiny, load_in_4bit=True).generate(Q, SOURCES)  # the adapter acts on the 4-bit model
     assert g.versions()["quantization"] == "nf4"
 
@@ -153,8 +154,9 @@ def test_trimming_drops_history_then_keeps_the_last_tokens(tiny):
     assert ids == tok(build_prompt(tok, Q, SOURCES[:1]), add_special_tokens=False).input_ids
 
     g.max_input_tokens, g.context_tokens = len(bare) - 10, 1000
-    list(g.stream(Q, SOURCES))
-    assert any("only its last" in w for w in g.last_warnings)
+    info = {}
+    list(g.stream(Q, SOURCES, info=info))
+    assert any("only its last" in w for w in info["warnings"])
 
 
 def test_error_in_generation_thread_reaches_the_consumer(tiny):
@@ -243,7 +245,8 @@ def test_a_stream_started_before_a_swap_finishes_on_the_old_adapter(tiny):
     assert old != new
     calls, reached, go = block_forward(g, at=4)  # prefill plus a few tokens: started, with more to do
     first: list[str] = []
-    t1 = collect(g.stream(Q, SOURCES), first)
+    info1, info2 = {}, {}
+    t1 = collect(g.stream(Q, SOURCES, info=info1), first)
     assert reached.wait(30)  # the first stream is mid-generation, on adapter0
 
     swap = threading.Thread(target=g.load_adapter, args=(tiny["adapter1"], "v2"))
@@ -255,7 +258,7 @@ def test_a_stream_started_before_a_swap_finishes_on_the_old_adapter(tiny):
     assert g.versions()["adapter"] == f"{tiny['adapter0']}@main"
 
     second: list[str] = []
-    t2 = collect(g.stream(Q, SOURCES), second)  # starts while the swap waits: queues behind it
+    t2 = collect(g.stream(Q, SOURCES, info=info2), second)  # starts while the swap waits: queues behind it
     go.set()
     for t in (t1, swap, t2):
         t.join(30)
@@ -263,8 +266,7 @@ def test_a_stream_started_before_a_swap_finishes_on_the_old_adapter(tiny):
     assert first == [old]
     assert second == [new]
     assert g.versions()["adapter"] == f"{tiny['adapter1']}@v2"
-
-
-def test_tiny_adapter_is_lora_on_q_and_v(tiny):
-    config = json.loads(open(f"{tiny['adapter0']}/adapter_config.json").read())
-    assert config["peft_type"] == "LORA" and set(config["target_modules"]) == {"q_proj", "v_proj"}
+    assert (info1["versions"]["adapter"], info2["versions"]["adapter"]) == (  # each stream's own adapter
+        f"{tiny['adapter0']}@main",
+        f"{tiny['adapter1']}@v2",
+    )

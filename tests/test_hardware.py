@@ -30,7 +30,7 @@ def test_without_a_driver_the_answer_is_no_and_torch_is_never_imported():
     code = """
         import sys
         from medrag.config import PipelineConfig
-        from medrag.generator import resolve_generator_name
+        from medrag.generator_factory import resolve_generator_name
         print(resolve_generator_name(PipelineConfig()), "torch" in sys.modules)
     """
     assert _in_fresh_process(code, SPACES_ZERO_GPU="") == "extractive False"

@@ -14,8 +14,9 @@ import index_builder
 import medrag.indexes
 from medrag.config import PipelineConfig
 from medrag.evaluate import main as evaluate_main
+from medrag.index_source import open_configured
 from medrag.indexes import choose_index_type, open_index
-from medrag.pipeline import RAGPipeline, open_configured_index
+from medrag.pipeline import RAGPipeline
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 QUESTIONS = ["What are the symptoms of asthma?", "How is high blood pressure treated?", "What causes sunburn?"]
@@ -64,7 +65,8 @@ def test_pipeline_and_evaluation_through_ivfpq_and_milvus(docs, tmp_path, embedd
         pass  # the retriever tests report the skip with the pip line
     answers = {}
     for name, cfg in configs.items():
-        index, source = open_configured_index(cfg)
+        opened = open_configured(cfg)
+        index, source = opened.index, opened.status.source
         assert (source or "").startswith("milvus") == (name == "milvus")
         pipeline = RAGPipeline(cfg, embedder=embedder, index=index)
         answers[name] = [[h.chunk.id for h in pipeline.answer(q).sources] for q in QUESTIONS]

@@ -51,7 +51,7 @@ def test_notebook_is_committed_clean():
     assert all(c.outputs == [] and c.execution_count is None for c in code), "clear the outputs before committing"
     assert nb.cells[parameters_cell(nb)].cell_type == "code" and parameters_cell(nb) == 1  # first: nothing runs before
     source = "\n".join(c.source for c in code)
-    for call in ("training.train(", "evaluate_adapter(", "training.push(", "hub.restart_space(", "download_dataset("):
+    for call in ("qlora.train(", "evaluate_adapter(", "qlora.push(", "hub.restart_space(", "download_dataset("):
         assert call in source
     assert "Open notebook > GitHub" in nb.cells[0].source  # how to open it, instead of a badge with a placeholder
 

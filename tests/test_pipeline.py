@@ -9,8 +9,10 @@ import pytest
 
 from medrag.config import PipelineConfig
 from medrag.errors import ConfigError, IndexLoadError, InputError
+from medrag.evidence import EvidenceGate
 from medrag.index import VectorIndex
-from medrag.pipeline import RAGPipeline, open_configured_index, retrieval_query
+from medrag.index_source import SAMPLE_ATTRIBUTION, open_configured
+from medrag.pipeline import RAGPipeline, retrieval_query
 from medrag.prompts import (
     CANNOT_ANSWER_PHRASE,
     CRISIS_MESSAGE,
@@ -20,6 +22,7 @@ from medrag.prompts import (
     URGENT_CARE_MESSAGE,
     URGENT_MESSAGES,
 )
+from medrag.request import Request
 from medrag.types import Chunk
 
 WORDS = ("asthma", "wheezing", "flu", "virus", "children", "vaccine")
@@ -216,14 +219,14 @@ def test_follow_up_question_carries_the_previous_turn():
     assert retrieval_query(long_question, history) == long_question
     assert retrieval_query("and for children?", None) == "and for children?"
     pipe, gen = make()
-    pipe.answer("and for children?", history=history)
+    pipe.answer("and for children?", Request(history=history))
     assert gen.calls[0][1][0] == "c#0"
 
 
 def test_overrides_reach_retrieval():
     pipe, _ = make()
-    assert len(pipe.answer("Does asthma cause wheezing?", top_k=1).sources) == 1
-    assert pipe.answer("Does asthma cause wheezing?", mode="bm25").sources[0].retrievers == ("bm25",)
+    assert len(pipe.answer("Does asthma cause wheezing?", Request(top_k=1)).sources) == 1
+    assert pipe.answer("Does asthma cause wheezing?", Request(mode="bm25")).sources[0].retrievers == ("bm25",)
 
 
 def test_nothing_heavy_loads_on_construction_or_import():
@@ -234,15 +237,26 @@ def test_nothing_heavy_loads_on_construction_or_import():
     assert out.split() == ["False", "False"]
 
 
-def test_unknown_words_skip_pronouns_and_everyday_words():
+def test_unknown_words_skip_pronouns_and_everyday_words(embedder):
     pipe, _ = make()
-    assert pipe.index.unknown_words("Can my kid get zorvatrexil?") == ["kid", "zorvatrexil"]
-    assert pipe.index.unknown_words("Can my kid get zorvatrexil?", common=lambda w: w == "kid") == ["zorvatrexil"]
+    assert EvidenceGate(pipe.index).unknown_words("Can my kid get zorvatrexil?") == ["kid", "zorvatrexil"]
+    assert EvidenceGate(pipe.index, embedder).unknown_words("Can my kid get zorvatrexil?") == ["zorvatrexil"]
 
 
 def test_real_vocabulary_tells_everyday_words_from_names(embedder):
-    assert embedder.is_common_word("safe") and embedder.is_common_word("Insurance")
-    assert not embedder.is_common_word("zorvatrexil") and not embedder.is_common_word("kravitz")
+    gate = EvidenceGate(make()[0].index, embedder)
+    assert gate.is_common_word("safe") and gate.is_common_word("Insurance")
+    assert not gate.is_common_word("zorvatrexil") and not gate.is_common_word("kravitz")
+
+
+def test_the_gate_gives_its_verdict_and_reason():
+    pipe, _ = make()
+    hits = pipe.retriever.search("Does asthma cause wheezing?")
+    assert EvidenceGate(pipe.index, config=pipe.config).check("Does asthma cause wheezing?", hits).ok
+    weak = EvidenceGate(pipe.index, config=pipe.config).check("asthma wheezing", [])  # no hit: evidence 0.0
+    assert (weak.ok, weak.reason, weak.unknown, weak.explanation) == (False, "weak_evidence", (), "")
+    unknown = EvidenceGate(pipe.index, config=pipe.config).check("Does zorvatrexil cause asthma?", hits)
+    assert not unknown.ok and unknown.unknown == ("zorvatrexil",)
 
 
 # --- the pipeline checks its own arguments --------------------------------------------------------
@@ -254,14 +268,13 @@ BAD_OPTIONS = [
     ({"top_k": "abc"}, "top_k='abc' is not allowed: top_k must be an integer from 1 to 20"),
     ({"top_k": 2.5}, "top_k=2.5 is not allowed"),
     ({"top_k": True}, "top_k=True is not allowed"),
-    ({"mode": "fast"}, "mode='fast' is not allowed: mode must be one of dense, bm25, hybrid"),
+    ({"mode": "fast"}, "mode='fast' is not allowed: mode must be one of hybrid, dense, bm25"),
     ({"mode": ["bm25"]}, "mode=['bm25'] is not allowed"),
     ({"temperature": -0.1}, "temperature=-0.1 is not allowed: temperature must be a number from 0.0 to 2.0"),
     ({"temperature": float("nan")}, "temperature=nan is not allowed"),
     ({"temperature": "hot"}, "temperature='hot' is not allowed"),
     ({"max_new_tokens": 0}, "max_new_tokens=0 is not allowed: max_new_tokens must be an integer from 1 to 4096"),
     ({"max_new_tokens": 10**9}, "max_new_tokens=1000000000 is not allowed"),
-    ({"topk": 3}, "Unknown option 'topk': the options are top_k, mode, temperature, max_new_tokens"),
 ]
 
 
@@ -269,17 +282,27 @@ BAD_OPTIONS = [
 def test_a_bad_option_raises_input_error_naming_it_its_value_and_the_range(options, message):
     pipe, gen = make()
     with pytest.raises(InputError, match="^" + re.escape(message)):
-        pipe.answer("Does asthma cause wheezing?", **options)
+        pipe.answer("Does asthma cause wheezing?", Request(**options))
     assert gen.calls == []
 
 
 def test_options_at_their_bounds_and_none_for_the_default():
     pipe, gen = make()
     assert (
-        len(pipe.answer("Does asthma cause wheezing?", top_k=np.int64(1), temperature=0, max_new_tokens=1).sources) == 1
+        len(
+            pipe.answer(
+                "Does asthma cause wheezing?", Request(top_k=np.int64(1), temperature=0, max_new_tokens=1)
+            ).sources
+        )
+        == 1
     )
-    assert len(pipe.answer("Does asthma cause wheezing?", top_k=20, temperature=2.0, max_new_tokens=4096).sources) == 3
-    assert len(pipe.answer("Does asthma cause wheezing?", top_k=None, mode=None, temperature=None).sources) == 2
+    assert (
+        len(pipe.answer("Does asthma cause wheezing?", Request(top_k=20, temperature=2.0, max_new_tokens=4096)).sources)
+        == 3
+    )
+    assert (
+        len(pipe.answer("Does asthma cause wheezing?", Request(top_k=None, mode=None, temperature=None)).sources) == 2
+    )
 
 
 def test_a_bad_configured_default_is_a_config_error():
@@ -312,7 +335,7 @@ def test_history_must_be_messages():
     pipe, _ = make()
     for bad in ("what is asthma?", [["user", "hi"]], 5):
         with pytest.raises(InputError, match="history must"):
-            pipe.answer("and for children?", history=bad)
+            pipe.answer("and for children?", Request(history=bad))
 
 
 # --- the configured index folder is opened as it is ----------------------------------------------
@@ -324,23 +347,26 @@ def test_a_configured_folder_that_is_no_index_is_an_error_and_never_wiped(tmp_pa
     (folder / "notes.txt").write_text("mine")
     config = PipelineConfig(index_dir=str(folder))
     with pytest.raises(IndexLoadError, match=r"my-index \(MEDRAG_INDEX_DIR\) exists but holds no MedRAG index"):
-        open_configured_index(config, WordEmbedder())
+        open_configured(config, WordEmbedder())
     assert [p.name for p in folder.iterdir()] == ["notes.txt"]
 
 
 def test_a_configured_folder_that_is_absent_is_not_filled_with_the_sample_corpus(tmp_path):
     config = PipelineConfig(index_dir=str(tmp_path / "typo"))
     with pytest.raises(IndexLoadError, match=r"No index at .*typo \(MEDRAG_INDEX_DIR\): build it with 'python index"):
-        open_configured_index(config, WordEmbedder())
+        open_configured(config, WordEmbedder())
     assert not (tmp_path / "typo").exists()
 
 
 def test_the_default_folder_is_built_from_the_sample_corpus(tmp_path, monkeypatch, embedder, cache_dir):
-    monkeypatch.setattr("medrag.pipeline.DEFAULT_INDEX_DIR", tmp_path / "index")
+    monkeypatch.setattr("medrag.index_source.DEFAULT_INDEX_DIR", tmp_path / "index")
     (tmp_path / "sample").mkdir()
     (tmp_path / "sample" / "asthma.md").write_text("# Asthma\n\nAsthma narrows the airways.\n")
     config = PipelineConfig(
         index_dir=str(tmp_path / "index"), sample_docs=str(tmp_path / "sample"), cache_dir=str(cache_dir)
     )
-    index, source = open_configured_index(config, embedder)
-    assert source is None and [c.doc_id for c in index.chunks] == ["asthma"]
+    opened = open_configured(config, embedder)
+    assert opened.status.source is None and [c.doc_id for c in opened.index.chunks] == ["asthma"]
+    assert opened.status.attribution == SAMPLE_ATTRIBUTION  # recorded at build time: the UI never re-hashes the corpus
+    again = open_configured(config, embedder)  # opened as it is: the attribution is read back from the manifest
+    assert again.status.attribution == SAMPLE_ATTRIBUTION and again.status.location == str(tmp_path / "index")

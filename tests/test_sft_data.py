@@ -171,8 +171,8 @@ def test_pubmedqa_conclusion_is_cited_to_its_abstract_with_the_decision_first(wo
 def test_cli_writes_the_folder_with_its_card_and_pushes_it(world, tmp_path, monkeypatch, capsys):
     from hub_server import HubServer, use_hub
 
+    from medrag.qlora import load_sft_examples
     from medrag.sft_data import main
-    from medrag.training import load_sft_examples
 
     questions = tmp_path / "q.jsonl"
     questions.write_text("".join(json.dumps(q) + "\n" for q in tiny_questions()[:10]))

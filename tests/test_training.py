@@ -1,4 +1,4 @@
-"""medrag.training, medrag.train and medrag.adapter_eval on the tiny Mistral, on the CPU, offline.
+"""medrag.qlora, medrag.train and medrag.adapter_eval on the tiny Mistral, on the CPU, offline.
 
 One LoRA run (full-precision base, 30 steps on the examples `medrag.sft_data` builds from the tiny
 leaflets) is shared by the tests that need a trained adapter; it must teach the cited format. The
@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from tiny_models import MEDICAL_TEXT, make_tiny_mistral, make_tiny_tokenizer, tiny_questions, write_tiny_corpus
 
-from medrag import training
+from medrag import qlora
 from medrag.adapter_eval import (
     cited_format,
     cited_format_share,
@@ -32,9 +32,9 @@ from medrag.adapter_eval import (
 from medrag.config import FineTuneConfig, PipelineConfig
 from medrag.errors import ConfigError, DocumentError
 from medrag.prompts import CANNOT_ANSWER_PHRASE, Passage, build_prompt, parse_numbered_context
+from medrag.qlora import IGNORE_INDEX, SFTExample, format_example, load_sft_examples, tokenize_example
 from medrag.train import build_parser, config_from_args
 from medrag.train import main as train_main
-from medrag.training import IGNORE_INDEX, SFTExample, format_example, load_sft_examples, tokenize_example
 
 TOPICS = [line.split(" ", 1)[0].strip(".,") for line in MEDICAL_TEXT.splitlines() if not line.startswith("Question")]
 FACTS = [line for line in MEDICAL_TEXT.splitlines() if not line.startswith("Question")]
@@ -131,7 +131,7 @@ def trained(tiny, leaflets):
         logging_steps=5,
         max_seq_length=1024,
     )
-    return cfg, training.train(cfg)
+    return cfg, qlora.train(cfg)
 
 
 # --- data ----------------------------------------------------------------------------------------
@@ -243,7 +243,7 @@ def test_truncation_drops_low_ranked_sources_never_the_answer(tiny):
 
 def test_build_dataset_counts_drops(tiny):
     tok = tiny["tokenizer"]
-    rows, counts = training.build_dataset(tok, [_long_example(1), _long_example(3)], max_seq_length=300)
+    rows, counts = qlora.build_dataset(tok, [_long_example(1), _long_example(3)], max_seq_length=300)
     assert counts["examples"] + counts["dropped_too_long"] == 2
     assert counts["tokens"] == sum(len(r["input_ids"]) for r in rows)
 
@@ -322,28 +322,28 @@ def test_compute_dtype_is_fp16_where_bf16_is_only_emulated(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     t4 = lambda including_emulation=True: including_emulation  # noqa: E731  (a T4: True only through emulation)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", t4)
-    assert training.resolve_compute_dtype("auto") == torch.float16
+    assert qlora.resolve_compute_dtype("auto") == torch.float16
     from medrag.hf_generator import _gpu_dtype
 
     assert _gpu_dtype() == torch.float16  # the app's generator (and the evaluation) on a T4 too
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # an A100
-    assert training.resolve_compute_dtype("auto") == torch.bfloat16
-    assert training.resolve_compute_dtype("fp16") == torch.float16
+    assert qlora.resolve_compute_dtype("auto") == torch.bfloat16
+    assert qlora.resolve_compute_dtype("fp16") == torch.float16
     with pytest.raises(ConfigError, match="compute_dtype"):
-        training.resolve_compute_dtype("bf17")
+        qlora.resolve_compute_dtype("bf17")
 
 
 def test_the_plan_fits_the_time_budget():
     counts = {"examples": 1000, "tokens": 1000 * 2000}  # 2,000 tokens an example
     cfg = FineTuneConfig(max_train_minutes=40, per_device_batch_size=1, gradient_accumulation_steps=16)
-    plan = training.plan_run(cfg, counts, tokens_per_second=400.0, measured_on="a T4")
+    plan = qlora.plan_run(cfg, counts, tokens_per_second=400.0, measured_on="a T4")
     assert plan.epoch_steps == 63 and plan.tokens_per_step == 32_000
     assert plan.steps == 30  # 40 min x 400 tokens/s = 960,000 tokens = 30 steps of 32,000
     assert plan.minutes == pytest.approx(40.0)
     assert "30 steps" in plan.describe() and "400 tokens/s (a T4)" in plan.describe() and "~40 min" in plan.describe()
-    fast = training.plan_run(cfg, counts, tokens_per_second=40_000.0, measured_on="an H200")
+    fast = qlora.plan_run(cfg, counts, tokens_per_second=40_000.0, measured_on="an H200")
     assert fast.steps == fast.epoch_steps == 63  # never more than an epoch
-    fixed = training.plan_run(dataclasses.replace(cfg, max_steps=5), counts, 400.0, "a T4")
+    fixed = qlora.plan_run(dataclasses.replace(cfg, max_steps=5), counts, 400.0, "a T4")
     assert fixed.steps == 5
 
 
@@ -379,7 +379,7 @@ def test_qlora_4bit_path_runs_on_cpu(tiny, sft_file):
         max_seq_length=512,
         max_train_examples=4,
     )
-    result = training.train(cfg)
+    result = qlora.train(cfg)
     assert result.metrics["steps"] == 2 and result.metrics["load_in_4bit"] is True
     assert result.metrics["examples"] == 4
     assert len(result.loss_history) == 2
@@ -399,7 +399,7 @@ def test_rerun_replaces_the_output_folder(tiny, sft_file, tmp_path):
     )
     (tmp_path / "adapter").mkdir()
     (tmp_path / "adapter" / "stale.txt").write_text("old run")
-    result = training.train(cfg)
+    result = qlora.train(cfg)
     assert not (Path(result.output_dir) / "stale.txt").exists()
     assert (Path(result.output_dir) / "metrics.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]
@@ -490,13 +490,13 @@ def test_push_builds_the_card_from_metrics_and_evaluation(trained, monkeypatch):
         "adapter": {"pubmedqa_accuracy": 0.57, "cited_format": 0.93},
         "helps": True,
     }
-    assert training.push(cfg, result, evaluation, repo_id="me/adapter") == "0" * 40
+    assert qlora.push(cfg, result, evaluation, repo_id="me/adapter") == "0" * 40
     card = calls["card"]
     assert calls["folder"] == result.output_dir and calls["repo_id"] == "me/adapter"
     assert f"| train_examples | {result.metrics['examples']} |" in card
     assert "0.41" in card and "0.57" in card and "| cited_format | 0.12 | 0.93 |" in card and "it helps" in card
     with pytest.raises(ConfigError, match="push-to-hub"):
-        training.push(cfg, result)
+        qlora.push(cfg, result)
 
 
 def test_cli_flags_map_onto_the_config():
@@ -563,29 +563,29 @@ def test_a_disconnected_run_resumes_from_the_checkpoint_on_the_hub(tiny, sft_fil
             if state.global_step == 3:
                 raise Disconnect
 
-    callbacks = training._run_callbacks
+    callbacks = qlora._run_callbacks
     with HubServer(token="hf_test") as server:
         use_hub(monkeypatch, server, tmp_path / "hf", token="hf_test")
-        monkeypatch.setattr(training, "_run_callbacks", lambda *a: [*callbacks(*a), Drop()])
+        monkeypatch.setattr(qlora, "_run_callbacks", lambda *a: [*callbacks(*a), Drop()])
         with pytest.raises(Disconnect):
-            training.train(cfg)
+            qlora.train(cfg)
         repo = server.repos[("model", "tester/medrag-adapter")]
         pushed = repo.resolve("checkpoints").files
         assert json.loads(pushed["last/trainer_state.json"])["global_step"] == 2
-        assert {"last/adapter_model.safetensors", "last/optimizer.pt", f"last/{training.RUN_FILE}"} <= set(pushed)
+        assert {"last/adapter_model.safetensors", "last/optimizer.pt", f"last/{qlora.RUN_FILE}"} <= set(pushed)
         assert "last/training_args.bin" not in pushed  # a pickle: not uploaded, not needed
         assert repo.resolve("main").files == {}  # the Space watches main: no checkpoint lands there
 
         # a new runtime: nothing local survives; the same settings pick up the pushed checkpoint
-        monkeypatch.setattr(training, "_run_callbacks", callbacks)
+        monkeypatch.setattr(qlora, "_run_callbacks", callbacks)
         fresh = dataclasses.replace(cfg, output_dir=str(tmp_path / "run2" / "adapter"))
-        result = training.train(fresh)
+        result = qlora.train(fresh)
         assert result.metrics["resumed_from_step"] == 2 and result.metrics["steps"] == 4
         assert [step for step, _ in result.loss_history] == [1, 2, 3, 4]  # the history carries over
         assert json.loads(repo.resolve("checkpoints").files["last/trainer_state.json"])["global_step"] == 4
 
         # other settings must not resume from it
         with pytest.raises(ConfigError, match="other settings \\(learning_rate\\)"):
-            training.train(dataclasses.replace(fresh, learning_rate=1e-3))
-        result = training.train(dataclasses.replace(fresh, learning_rate=1e-3, resume=False))
+            qlora.train(dataclasses.replace(fresh, learning_rate=1e-3))
+        result = qlora.train(dataclasses.replace(fresh, learning_rate=1e-3, resume=False))
         assert result.metrics["resumed_from_step"] == 0

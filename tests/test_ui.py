@@ -11,14 +11,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from medrag.citations import cited_numbers
 from medrag.config import PipelineConfig
+from medrag.index_source import IndexStatus
 from medrag.prompts import CANNOT_ANSWER_PHRASE, DISCLAIMER, URGENT_CARE_MESSAGE
 from medrag.types import Answer, Chunk, Citation, Hit
 from medrag.ui import (
     DECLINED_NOTE,
     answer_json,
     answer_markdown,
-    cited_numbers,
     code,
     highlight,
     inert,
@@ -185,15 +186,14 @@ def test_mode_line():
 
 
 def test_status_markdown_reads_the_manifest(tmp_path):
-    (tmp_path / "manifest.json").write_text(
-        json.dumps({"corpus_sha256": "f" * 64, "embedding_model": "m", "index_type": "flat", "counts": {"chunks": 7}})
-    )
+    manifest = {"corpus_sha256": "f" * 64, "embedding_model": "m", "index_type": "flat", "counts": {"chunks": 7}}
     pipeline = SimpleNamespace(
         config=PipelineConfig(index_dir=str(tmp_path), sample_docs=str(tmp_path / "none")),
-        _index=None,
-        _generator=_Gen("extractive", {}),
+        index_status=IndexStatus("folder", str(tmp_path), manifest),
+        loaded_generator=_Gen("extractive", {}),
     )
     md = status_markdown(pipeline)
+    assert f"A local corpus indexed into `{tmp_path}`" in md
     assert "**Mode:** extractive (CPU)" in md
     assert "`ffffffffffff`" in md and "- chunks: 7" in md and "- index type: flat" in md
     assert "gradio" in md and "transformers" in md and "How it works" in md and DISCLAIMER in md
@@ -241,15 +241,17 @@ def test_status_markdown_shows_hostile_manifest_and_names_inert(tmp_path):
         "index_type": evil,
         "built_at": evil,
         "counts": {"documents": evil, "chunks": 3},
-        "extra": {"sources": [evil]},
+        "extra": {"sources": [evil], "attribution": evil},
     }
     pipeline = SimpleNamespace(
         config=PipelineConfig(index_dir=str(tmp_path), sample_docs=str(tmp_path / "none")),
-        _index=SimpleNamespace(manifest=manifest),
-        _generator=_Gen("hf", {"base_model": evil, "adapter": evil}),
-        index_source=evil,
+        index_status=IndexStatus("hub", evil, manifest),
+        loaded_generator=_Gen("hf", {"base_model": evil, "adapter": evil}),
     )
     from markdown_it import MarkdownIt  # CommonMark, as gradio's marked reads links and images
 
     page = MarkdownIt("commonmark").render(status_markdown(pipeline))
     assert page.count("attacker") >= 10 and "<img" not in page and "<a " not in page  # autolinks: see inert's tests
+    pipeline.index_status = IndexStatus("folder", evil, manifest)  # the recorded attribution is shown, inert
+    page = MarkdownIt("commonmark").render(status_markdown(pipeline))
+    assert page.count("attacker") >= 10 and "<img" not in page and "<a " not in page

@@ -24,6 +24,7 @@ from medrag.errors import MedRAGError
 from medrag.gpu import GPUGenerator, gpu_duration, gpu_stream
 from medrag.hf_generator import HFGenerator
 from medrag.pipeline import RAGPipeline
+from medrag.request import Request
 
 Q = "Does asthma cause wheezing?"
 TRIMMED = "Only 1 of 2 sources fit in the model's context."
@@ -56,7 +57,7 @@ def test_versions_and_warnings_cross_the_fork_and_follow_a_swap(tiny, zero):
     wrapped = GPUGenerator(g, zero.GPU(duration=gpu_duration)(gpu_stream))
     pipeline = RAGPipeline(PipelineConfig(**FAKE), embedder=WordEmbedder(), index=tiny_index(), generator=wrapped)
 
-    first = pipeline.answer(Q, max_new_tokens=6)
+    first = pipeline.answer(Q, Request(max_new_tokens=6))
     assert first.kind == "answer" and first.versions["adapter"] == label(tiny, "adapter0")
     assert first.warnings == [TRIMMED]  # computed in the worker, reported through its yields
 
@@ -66,7 +67,7 @@ def test_versions_and_warnings_cross_the_fork_and_follow_a_swap(tiny, zero):
     assert info == {"versions": {"base_model": tiny["base"], "adapter": label(tiny, "adapter1")}, "warnings": [TRIMMED]}
     assert text == "".join(g.stream(Q, CHUNKS[:2], max_new_tokens=6))  # what adapter1 says, here in this process
     assert text != "".join(hf(tiny, "adapter0").stream(Q, CHUNKS[:2], max_new_tokens=6))  # and not adapter0
-    assert pipeline.answer(Q, max_new_tokens=6).versions["adapter"] == label(tiny, "adapter1")
+    assert pipeline.answer(Q, Request(max_new_tokens=6)).versions["adapter"] == label(tiny, "adapter1")
     assert zero.forks == 1  # one worker served every call, as ZeroGPU keeps it
     assert zero.durations == [math.ceil(gpu.GPU_SETUP_S + 6 / gpu.GPU_TOKENS_PER_S)] * 3
 

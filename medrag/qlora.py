@@ -31,7 +31,6 @@ import gc
 import json
 import logging
 import math
-import os
 import random
 import re
 import shutil
@@ -46,6 +45,7 @@ from medrag.citations import cited_numbers
 from medrag.config import FineTuneConfig
 from medrag.documents import jsonl_lines
 from medrag.errors import ConfigError, DocumentError, ModelLoadError, missing_dependency
+from medrag.files import swap_into_place
 from medrag.prompts import (
     CANNOT_ANSWER_PHRASE,
     Passage,
@@ -54,6 +54,7 @@ from medrag.prompts import (
     format_sources,
     parse_numbered_context,
 )
+from medrag.quantization import nf4_config
 
 __all__ = [
     "Plan",
@@ -298,18 +299,7 @@ def load_base_model(base_model: str, load_in_4bit: bool = True, double_quant: bo
     dtype = resolve_compute_dtype(compute_dtype)
     kwargs: dict[str, Any] = {"dtype": dtype}
     if load_in_4bit:
-        try:
-            import bitsandbytes  # noqa: F401
-        except ImportError:
-            raise missing_dependency("bitsandbytes", "4-bit (QLoRA) loading") from None
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",  # the QLoRA paper's data type for normally distributed weights
-            bnb_4bit_use_double_quant=double_quant,
-            bnb_4bit_compute_dtype=dtype,
-        )
+        kwargs["quantization_config"] = nf4_config(dtype, double_quant, "4-bit (QLoRA) loading")
     kwargs["device_map"] = {"": 0} if torch.cuda.is_available() else {"": "cpu"}
     try:
         tokenizer = AutoTokenizer.from_pretrained(base_model)
@@ -587,7 +577,7 @@ def train(cfg: FineTuneConfig) -> TrainResult:
         tokenizer.save_pretrained(final)
         _write_json(final / "finetune_config.json", dataclasses.asdict(cfg))
         _write_json(final / "metrics.json", {**metrics, "loss_history": history})
-        _replace_dir(final, out)
+        swap_into_place(final, out)
         if not metrics["stopped_by_time_budget"]:
             shutil.rmtree(checkpoint_dir(cfg), ignore_errors=True)  # done: a later run starts afresh locally
     finally:
@@ -615,17 +605,6 @@ def _versions() -> dict[str, str]:
 
 def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move a finished folder into place; an older one at `dst` is removed only once the new one is there."""
-    old = None
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        dst.rename(old)
-    src.rename(dst)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # --- hub ---------------------------------------------------------------------------------------
