@@ -195,12 +195,16 @@ class RAGPipeline:
         return v
 
     # --- answering ------------------------------------------------------------------------
-    def answer(self, question: str, history: Sequence[dict] | None = None, **overrides) -> Answer:
-        *_, final = self.stream(question, history, **overrides)
+    def answer(self, question: str, history: Sequence[dict] | None = None, *, user_docs=None, **overrides) -> Answer:
+        *_, final = self.stream(question, history, user_docs=user_docs, **overrides)
         return final
 
-    def stream(self, question: str, history: Sequence[dict] | None = None, **overrides) -> Iterator[Answer]:
-        """Yield growing partial answers; overrides: top_k, mode, temperature, max_new_tokens."""
+    def stream(
+        self, question: str, history: Sequence[dict] | None = None, *, user_docs=None, **overrides
+    ) -> Iterator[Answer]:
+        """Yield growing partial answers; overrides: top_k, mode, temperature, max_new_tokens.
+
+        user_docs: the visitor's own files (medrag.session_docs.SessionDocs), searched beside the index."""
         t0 = time.perf_counter()
         cfg = self.config
         options = check_options(overrides, cfg)
@@ -227,10 +231,14 @@ class RAGPipeline:
             versions = self.versions()  # names the index and generator just pinned
         query = retrieval_query(question, history, cfg.history_turns)
         hits = retriever.search(query, k=options["top_k"], mode=options["mode"])
+        if user_docs:  # merged by cosine, marked origin="upload"
+            hits = user_docs.merge(query, hits, options["top_k"], options["mode"])
         t_retrieved = time.perf_counter()
         timings = {"retrieval": t_retrieved - t0}
         common = getattr(self.embedder, "is_common_word", None)
         unknown = retriever.index.unknown_words(question, common) if cfg.decline_unknown_words else []
+        if unknown and user_docs:  # a name the visitor's file mentions is known
+            unknown = user_docs.drop_known(unknown)
         if evidence(hits) < cfg.min_evidence or unknown:
             why = f" The sources never mention: {', '.join(unknown)}." if unknown else ""
             ans = Answer(
