@@ -37,6 +37,7 @@ from medrag.prompts import DISCLAIMER
 from medrag.refresh import Refresher, serve
 from medrag.request import MODES, Request
 from medrag.ui import answer_json, answer_markdown, inert, sources_html, status_markdown
+from medrag.upload_ui import upload_panel  # issue 14: ask about your own document
 
 log = logging.getLogger("medrag.app")
 
@@ -134,7 +135,7 @@ def build_demo(pipeline: RAGPipeline, refresher: Refresher | None = None, space_
     cfg = pipeline.config
     link, copy_link = link_js(share_base(space_id)), link_js(share_base(space_id), copy=True)
 
-    def run(question, chat, history, top_k, mode, temperature, max_new_tokens):
+    def run(question, chat, history, top_k, mode, temperature, max_new_tokens, user_docs=None):
         """Stream one answer into the chat; yields (chat, history, answer, sources, box, last_q)."""
         keep = gr.skip()
         chat, history = list(chat or []), list(history or [])
@@ -157,7 +158,8 @@ def build_demo(pipeline: RAGPipeline, refresher: Refresher | None = None, space_
         }
         answer = None
         try:
-            for answer in pipeline.stream(question, Request(**overrides, history=history[-HISTORY_MESSAGES:])):
+            request = Request(**overrides, history=history[-HISTORY_MESSAGES:])
+            for answer in pipeline.stream(question, request, user_docs=user_docs):
                 if answer.kind == "invalid":
                     gr.Warning(_toast(answer.text))
                     yield chat, keep, keep, keep, question, keep
@@ -227,6 +229,7 @@ def build_demo(pipeline: RAGPipeline, refresher: Refresher | None = None, space_
                     clear_btn = gr.Button("Clear", variant="secondary", scale=0, min_width=80, elem_id="clear")
                 gr.Markdown(DISCLAIMER, elem_id="disclaimer")
                 gr.Examples(EXAMPLES, inputs=[box], label="Examples")
+                user_docs = upload_panel(pipeline)  # issue 14: this visitor's own files (gr.State), for `run`
                 with gr.Row(elem_id="share-row"):
                     share = gr.Textbox(
                         show_label=False,
@@ -262,7 +265,7 @@ def build_demo(pipeline: RAGPipeline, refresher: Refresher | None = None, space_
                 status = gr.Markdown(elem_id="status", latex_delimiters=[])
                 refresh = gr.Button("Refresh status", size="sm")
 
-        inputs = [box, chatbot, history, top_k, mode, temperature, max_tokens]
+        inputs = [box, chatbot, history, top_k, mode, temperature, max_tokens, user_docs]  # issue 14: + user_docs
         outputs = [chatbot, history, latest, sources, box, last_q]
         # the chat event stays callable (undocumented) so tests and the bench can drive sessions; /ask is the API
         ask_btn.click(

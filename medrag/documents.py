@@ -72,7 +72,7 @@ class LoadResult:
     skipped: list[SkippedFile] = field(default_factory=list)
 
 
-class _Skip(Exception):
+class SkipFile(Exception):
     """The whole file cannot be used; the message is the reason."""
 
 
@@ -96,7 +96,7 @@ def load_documents(paths: Sequence[str | Path], strict: bool = False, progress: 
             report(str(path), f"unsupported file type {path.suffix or '(no extension)'} (supported: {SUPPORTED})")
             continue
         try:
-            docs = loader(_read(path), path, doc_id, source, report)
+            docs = loader(read_regular(path), path, doc_id, source, report)
         except DocumentError:
             raise
         except Exception as e:  # a bad file must never crash a load
@@ -113,7 +113,7 @@ def load_documents(paths: Sequence[str | Path], strict: bool = False, progress: 
 
 
 def _reason(error: Exception) -> str:
-    if isinstance(error, _Skip):
+    if isinstance(error, SkipFile):
         return str(error)
     if isinstance(error, OSError):
         return f"cannot read file: {error.strerror or error}"
@@ -123,7 +123,7 @@ def _reason(error: Exception) -> str:
 def _files(given: Path, report: Report) -> list[tuple[Path, str, str]]:
     """(path, document id, source) per regular file: ids are folder-relative posix paths without
     extension. Anything else met on the way (links, FIFOs, sockets, devices) is reported, in order."""
-    kind = _kind(given)
+    kind = file_kind(given)
     if kind == "file":
         return [(given, given.stem, given.name)]
     if kind is None:
@@ -138,10 +138,10 @@ def _files(given: Path, report: Report) -> list[tuple[Path, str, str]]:
     ):
         for name in [*dirs, *files]:
             path = Path(root, name)
-            k = _kind(path) if not name.startswith(".") else "hidden"
+            k = file_kind(path) if not name.startswith(".") else "hidden"
             if k not in ("folder", "hidden"):
                 found.append((path, None if k == "file" else k))
-        dirs[:] = [d for d in dirs if not d.startswith(".") and _kind(Path(root, d)) == "folder"]
+        dirs[:] = [d for d in dirs if not d.startswith(".") and file_kind(Path(root, d)) == "folder"]
     out = []
     for path, k in sorted(found, key=lambda f: f[0].relative_to(given).as_posix()):
         rel = path.relative_to(given)
@@ -152,7 +152,7 @@ def _files(given: Path, report: Report) -> list[tuple[Path, str, str]]:
     return out
 
 
-def _kind(path: Path) -> str | None:
+def file_kind(path: Path) -> str | None:
     """What `path` itself is, links not followed: file, folder, symlink, fifo, socket, device; None if absent."""
     try:
         mode = os.lstat(path).st_mode
@@ -183,29 +183,29 @@ def _not_regular(path: Path, kind: str) -> str:
     return f"{what}, not a regular file: only regular files are read"
 
 
-def _read(path: Path) -> bytes:
+def read_regular(path: Path) -> bytes:
     """The bytes of a regular file, opened without following a link or blocking on a FIFO
     (either could have replaced the file since it was listed), within its size limit."""
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     try:
         fd = os.open(path, flags)
     except OSError:
-        if (kind := _kind(path)) not in ("file", None):
-            raise _Skip(_not_regular(path, kind)) from None
+        if (kind := file_kind(path)) not in ("file", None):
+            raise SkipFile(_not_regular(path, kind)) from None
         raise
     with os.fdopen(fd, "rb") as f:
         info = os.fstat(f.fileno())
         if not stat.S_ISREG(info.st_mode):
-            raise _Skip(_not_regular(path, _kind(path) or "device"))
+            raise SkipFile(_not_regular(path, file_kind(path) or "device"))
         limit = {".pdf": MAX_PDF_BYTES, ".jsonl": MAX_JSONL_BYTES}.get(path.suffix.lower(), MAX_FILE_BYTES)
         if info.st_size > limit:
-            raise _Skip(
+            raise SkipFile(
                 f"too large: {info.st_size / MiB:,.1f} MiB, the limit for a {path.suffix or 'text'} file is "
                 f"{limit // MiB:,} MiB; split it into smaller files"
             )
         data = f.read(limit + 1)  # never more than the limit: the file may be growing
     if len(data) > limit:
-        raise _Skip(f"too large: over the {limit // MiB:,} MiB limit for a {path.suffix or 'text'} file; split it")
+        raise SkipFile(f"too large: over the {limit // MiB:,} MiB limit for a {path.suffix or 'text'} file; split it")
     return data
 
 
@@ -222,13 +222,13 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 def _decode(data: bytes) -> str:
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        raise _Skip("UTF-16 text: re-save the file as UTF-8")
+        raise SkipFile("UTF-16 text: re-save the file as UTF-8")
     if b"\x00" in data:
-        raise _Skip("binary file (NUL bytes in a text format)")
+        raise SkipFile("binary file (NUL bytes in a text format)")
     try:
         return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as e:
-        raise _Skip(_utf8_reason(data, e)) from None
+        raise SkipFile(_utf8_reason(data, e)) from None
 
 
 def _utf8_reason(data: bytes, e: UnicodeDecodeError) -> str:
@@ -243,7 +243,7 @@ def _humanise(stem: str) -> str:
 def _doc(doc_id: str, title: str, text: str, url: str = "", source: str = "", metadata: dict | None = None) -> Document:
     text = normalise(text)
     if not text:
-        raise _Skip("empty: no text left after extraction")
+        raise SkipFile("empty: no text left after extraction")
     return Document(doc_id, " ".join(title.split()), text, url, source, metadata or {})
 
 
@@ -284,12 +284,12 @@ def _load_pdf(data: bytes, path: Path, doc_id: str, source: str, report: Report)
     try:
         import pypdf  # noqa: F401  (imported here, before the fork, so the child need not)
     except ImportError:
-        raise _Skip(str(missing_dependency("pypdf", "Reading PDF files"))) from None
-    kind, text, title, pages = _in_child(_pdf_text, data, PDF_SECONDS)
+        raise SkipFile(str(missing_dependency("pypdf", "Reading PDF files"))) from None
+    kind, text, title, pages = run_in_child(_pdf_text, data, PDF_SECONDS)
     if kind == "skip":
-        raise _Skip(text)
+        raise SkipFile(text)
     if not text:
-        raise _Skip("no extractable text in this PDF (a scan? run OCR on it first)")
+        raise SkipFile("no extractable text in this PDF (a scan? run OCR on it first)")
     title = title if isinstance(title, str) and title.strip() else _humanise(path.stem)
     return [_doc(doc_id, title, text, source=source, metadata={"pages": pages})]
 
@@ -309,7 +309,7 @@ def _pdf_text(data: bytes) -> tuple[str, str, str | None, int]:
         return "skip", f"corrupt or unreadable PDF ({type(e).__name__}: {e})", None, 0
 
 
-def _in_child(fn: Callable, data: bytes, seconds: float):
+def run_in_child(fn: Callable, data: bytes, seconds: float):
     """fn(data) in a child process, killed after `seconds`: pure-Python parsing of a crafted file
     can loop for hours, and a thread cannot be stopped. Fork where it is safe (Linux), else spawn.
     fn returns plain values (str, int, None): only they cross the pipe."""
@@ -435,7 +435,7 @@ class _Page:
         self.open[name] = self.open.get(name, 0) + 1
         self.hidden += name in _HIDDEN
         if len(self.stack) > MAX_HTML_DEPTH:
-            raise _Skip(
+            raise SkipFile(
                 f"HTML nested deeper than {MAX_HTML_DEPTH} elements (MAX_HTML_DEPTH): not a page a browser "
                 "shows as written; save the page from a browser, or as text"
             )
@@ -479,7 +479,7 @@ _JSONL_FIELDS = {"id", "title", "text", "url", "source"}
 
 def _load_jsonl(data: bytes, path: Path, doc_id: str, source: str, report: Report) -> list[Document]:
     if b"\x00" in data:
-        raise _Skip("binary file (NUL bytes in a text format)")
+        raise SkipFile("binary file (NUL bytes in a text format)")
     docs, bad = [], 0
     for n, raw in enumerate(data.removeprefix(b"\xef\xbb\xbf").split(b"\n"), start=1):
         if not raw.strip():
@@ -499,7 +499,7 @@ def _load_jsonl(data: bytes, path: Path, doc_id: str, source: str, report: Repor
             metadata={k: v for k, v in row.items() if k not in _JSONL_FIELDS},
         ))  # fmt: skip
     if not docs and not bad:
-        raise _Skip("empty: no documents in this file")
+        raise SkipFile("empty: no documents in this file")
     return docs
 
 
@@ -571,10 +571,10 @@ def _load_medquad(data: bytes, path: Path, doc_id: str, source: str, report: Rep
     try:
         root = ET.fromstring(data)
     except ET.ParseError as e:
-        raise _Skip(f"invalid XML ({e})") from None
+        raise SkipFile(f"invalid XML ({e})") from None
     pairs = root.find("QAPairs")
     if root.tag != "Document" or pairs is None:
-        raise _Skip("not a MedQuAD XML file (expected <Document> holding <QAPairs>; no other XML is read)")
+        raise SkipFile("not a MedQuAD XML file (expected <Document> holding <QAPairs>; no other XML is read)")
     base, focus, docs = root.get("id") or doc_id, _inline(root.find("Focus")), []
     for i, pair in enumerate(pairs.findall("QAPair"), start=1):
         answer, question = pair.find("Answer"), pair.find("Question")
@@ -588,7 +588,7 @@ def _load_medquad(data: bytes, path: Path, doc_id: str, source: str, report: Rep
         docs.append(Document(f"{base}:{pair.get('pid', i)}", title, text, root.get("url", ""),
                              "MedQuAD/" + root.get("source", ""), metadata))  # fmt: skip
     if not docs:
-        raise _Skip("empty: no QAPair with a non-empty answer")
+        raise SkipFile("empty: no QAPair with a non-empty answer")
     return docs
 
 

@@ -55,20 +55,25 @@ class EvidenceGate:
         self._vocab: frozenset[str] | None = None
         self._lock = threading.Lock()  # the vocabulary is read once, whichever session asks first
 
-    def check(self, question: str, hits: Sequence[Hit]) -> Verdict:
+    def check(self, question: str, hits: Sequence[Hit], also=None) -> Verdict:
+        """`also`: more text searched beside the index (a visitor's own files): a word it holds is known."""
         score = evidence(hits)
-        unknown = tuple(self.unknown_words(question)) if self.config.decline_unknown_words else ()
+        unknown = tuple(self.unknown_words(question, also)) if self.config.decline_unknown_words else ()
         if score < self.config.min_evidence or unknown:
             return Verdict(False, "weak_evidence", score, unknown)
         return Verdict(True, "", score)
 
-    def unknown_words(self, text: str) -> list[str]:
-        """Topic words of `text` that no chunk contains, in order, each once."""
+    def unknown_words(self, text: str, also=None) -> list[str]:
+        """Topic words of `text` that no chunk (of the index, nor of `also`: anything with `has_term`) contains,
+        in order, each once."""
         words = dict.fromkeys(w for w in TOKEN.findall(text.lower()) if w not in STOPWORDS | QUESTION_WORDS)
         return [
             w
             for w in words
-            if (terms := analyze(w)) and not self.is_common_word(w) and not self.index.has_term(terms[0])
+            if (terms := analyze(w))
+            and not self.is_common_word(w)
+            and not self.index.has_term(terms[0])
+            and not (also is not None and also.has_term(terms[0]))
         ]
 
     def is_common_word(self, word: str) -> bool:

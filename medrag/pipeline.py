@@ -155,12 +155,14 @@ class RAGPipeline:
         return v
 
     # --- answering ------------------------------------------------------------------------
-    def answer(self, question: str, request: Request | None = None) -> Answer:
-        *_, final = self.stream(question, request)
+    def answer(self, question: str, request: Request | None = None, *, user_docs=None) -> Answer:
+        *_, final = self.stream(question, request, user_docs=user_docs)
         return final
 
-    def stream(self, question: str, request: Request | None = None) -> Iterator[Answer]:
-        """Yield growing partial answers to `question`, answered as `request` asks (None: the defaults)."""
+    def stream(self, question: str, request: Request | None = None, *, user_docs=None) -> Iterator[Answer]:
+        """Yield growing partial answers to `question`, answered as `request` asks (None: the defaults).
+
+        user_docs: the visitor's own files (medrag.session_docs.SessionDocs), searched beside the index."""
         t0 = time.perf_counter()
         cfg = self.config
         request = (request or Request()).with_defaults(cfg)
@@ -194,9 +196,11 @@ class RAGPipeline:
             versions = self.versions()  # names the index and generator just pinned
         query = retrieval_query(question, history, cfg.history_turns)
         hits = retriever.search(query, k=request.top_k, mode=request.mode)
+        if user_docs:  # merged by cosine, marked origin="upload"
+            hits = user_docs.merge(query, hits, request.top_k, request.mode)
         t_retrieved = time.perf_counter()
         timings = {"retrieval": t_retrieved - t0}
-        verdict = gate.check(question, hits)
+        verdict = gate.check(question, hits, also=user_docs or None)
         if not verdict.ok:
             ans = Answer(
                 question,

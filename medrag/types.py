@@ -60,6 +60,7 @@ class Hit:
     dense_rank: int | None = None
     bm25_rank: int | None = None
     retrievers: tuple[str, ...] = ()  # which retrievers found it: ("dense", "bm25")
+    origin: str = "index"  # index | upload: a passage of the visitor's own file (medrag.session_docs)
 
 
 @dataclass

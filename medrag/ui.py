@@ -29,6 +29,7 @@ from medrag.types import Answer, AnswerKind, Citation, Hit
 
 DECLINED_NOTE = "Declined: not enough evidence in the sources"
 URGENT_TITLE = "Possible emergency"
+YOUR_DOCUMENT = "Your document"  # the label of a passage from the visitor's own uploaded file
 _URL_SAFE = ":/?#@!$&'*+,;=%~-._"  # kept as they are; spaces, quotes, brackets and parentheses get encoded
 
 
@@ -122,6 +123,8 @@ def _source_ref(numbers: list[int], hit: Hit) -> str:
     marks = inert("".join(f"[{n}]" for n in numbers))
     title = inert(hit.chunk.title or f"Source {numbers[0]}")  # inside the link text: no image, no nested link
     url = safe_url(hit.chunk.url)
+    if hit.origin == "upload":
+        title = f"{title} ({YOUR_DOCUMENT.lower()})"
     return f"{marks} [{title}]({url})" if url else f"{marks} {title}"
 
 
@@ -156,6 +159,8 @@ def source_html(number: int, hit: Hit, citations: Sequence[Citation]) -> str:
     url = safe_url(chunk.url)
     head = f'<a href="{html.escape(url)}" target="_blank" rel="noopener noreferrer">{title}</a>' if url else title
     badge = f' <span class="badge">cited ×{len(mine)}</span>' if mine else ""
+    if hit.origin == "upload":  # the visitor's own file (medrag.session_docs): said before anything else
+        badge = f' <span class="badge your-doc">{YOUR_DOCUMENT}</span>{badge}'
     found_by = " + ".join(html.escape(r) for r in hit.retrievers) or "–"
     meta = (
         f"dense cosine {_score(hit.dense_score, 3)} · BM25 {_score(hit.bm25_score, 2)} · "
