@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args) -> int:
     from medrag.build import ensure_index
     from medrag.embedder import TextEmbedder
-    from medrag.index import VectorIndex
+    from medrag.indexes import index_type_of, open_index
     from medrag.pipeline import RAGPipeline
     from medrag.retriever import Retriever
 
@@ -131,9 +131,10 @@ def run(args) -> int:
     embedder = TextEmbedder.from_config(cfg)
     index_dir = args.index or default_index_dir(args.corpus, cfg)
     t0 = time.perf_counter()
-    if ensure_index([args.corpus], index_dir, cfg, embedder=embedder):
+    large = cfg.index_engine == "milvus" or index_type_of(index_dir) == "ivfpq"  # used as given: no corpus re-read
+    if not large and ensure_index([args.corpus], index_dir, cfg, embedder=embedder):
         print(f"built index at {index_dir} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    index = VectorIndex.load(index_dir, expect_model=cfg.embedding_model, expect_dim=cfg.embedding_dim)
+    index = open_index(index_dir, cfg)
     retriever = Retriever(index, embedder, cfg)
     modes = MODES if args.mode == "all" else (args.mode,)
     results = {}

@@ -290,8 +290,10 @@ def load_configured_index(config: PipelineConfig, embedder=None):
 
 def open_configured_index(config: PipelineConfig, embedder=None):
     """The configured index and where it came from: "repo@commit" for a Hub repo, else None."""
-    from medrag.index import VectorIndex
+    from medrag.indexes import open_index
 
+    if config.index_engine == "milvus":
+        return open_index(config.milvus_uri, config), f"milvus:{config.milvus_collection}"
     if config.index_repo:
         return load_hub_index(config.index_repo, config.index_revision, config)
     path = Path(config.index_dir)
@@ -311,7 +313,7 @@ def open_configured_index(config: PipelineConfig, embedder=None):
 
             log.info("no index at %s: building it from the sample corpus %s", path, config.sample_docs)
             ensure_index([config.sample_docs], path, config, embedder=embedder)
-    return VectorIndex.load(path, expect_model=config.embedding_model, expect_dim=config.embedding_dim), None
+    return open_index(path, config), None
 
 
 def load_hub_index(repo: str, revision: str, config: PipelineConfig):
@@ -322,6 +324,7 @@ def load_hub_index(repo: str, revision: str, config: PipelineConfig):
     from medrag.embedder import same_model
     from medrag.hub import download_index
     from medrag.index import VectorIndex
+    from medrag.indexes import open_index
 
     found = download_index(repo, revision)
     source = f"{repo}@{found.commit}"
@@ -329,8 +332,7 @@ def load_hub_index(repo: str, revision: str, config: PipelineConfig):
         manifest = VectorIndex.read_manifest(found.path)
         model, dim = manifest.get("embedding_model", "?"), manifest.get("dim")
         if same_model(str(model), config.embedding_model) and dim == config.embedding_dim:
-            index = VectorIndex.load(found.path, expect_model=config.embedding_model, expect_dim=config.embedding_dim)
-            return index, source
+            return open_index(found.path, config, verify=True), source  # a download is hashed once
     except IndexLoadError as e:
         raise IndexLoadError(
             f"The index in dataset repo {source} cannot be loaded: {e}; push it again with "

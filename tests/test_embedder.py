@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 
@@ -66,6 +67,33 @@ def test_onnx_and_torch_agree(embedder, cache_dir):
     assert torch_embedder.backend == "torch"
     cos = np.sum(embedder.embed(TEXTS) * torch_embedder.embed(TEXTS), axis=1)
     assert cos.min() >= 0.9999
+
+
+def test_the_graph_is_written_from_the_weights_without_torch_or_a_child(tmp_path, monkeypatch, embedder):
+    """A cold start writes the encoder's graph in-process from the safetensors file (issue 10, point 7):
+    no tracing child, and its vectors are sentence-transformers' (exact to float rounding)."""
+    import subprocess
+
+    def no_child(*args, **kwargs):
+        raise AssertionError(f"a child process was started: {args}")
+
+    monkeypatch.setattr(subprocess, "run", no_child)
+    fresh = TextEmbedder(backend="onnx", cache_dir=tmp_path)
+    assert fresh.backend == "onnx" and fresh._load().onnx_path.is_relative_to(tmp_path)
+    np.testing.assert_allclose(fresh.embed(TEXTS), embedder.embed(TEXTS), atol=1e-5)
+
+
+def test_only_absolute_position_bert_is_written_by_hand(tmp_path):
+    from medrag.onnx_bert import bert_onnx
+
+    folder = resolve_model_path("sentence-transformers/all-MiniLM-L6-v2")
+    for change in ({"model_type": "roberta"}, {"hidden_act": "gelu_new"}, {"position_embedding_type": "relative_key"}):
+        other = tmp_path / next(iter(change.values()))
+        other.mkdir()
+        config = json.loads((folder / "config.json").read_text())
+        (other / "config.json").write_text(json.dumps({**config, **change}))
+        with pytest.raises(NotImplementedError):
+            bert_onnx(other, folder / "model.safetensors")
 
 
 def test_failed_export_falls_back_to_torch(tmp_path, monkeypatch, caplog):
