@@ -4,7 +4,7 @@
 
 Default files: data/eval/red_flags_heldout.jsonl when it exists (the held-aside set nobody tuned
 on), else data/eval/red_flags.jsonl (the dev set the model is trained on: its figures are fit
-figures; the out-of-fold ones are in data/red_flag_model/model.json). Default --eval: the shared
+figures; the leave-one-writer-out ones are in data/red_flag_model/model.json). Default --eval: the shared
 evaluation questions (../shared/data/eval_dev.jsonl), none of which should raise a red flag.
 Targets (issue 9): recall >= 0.99, false alarms <= 3% on near-misses, 0 on the shared questions.
 """
@@ -66,7 +66,7 @@ def run_file(path: Path, embedder) -> dict:
             help_ok.append(flag.help == r["help"])
     print(f"\n== {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}: {len(data)} messages")
     if path.resolve() == DEV.resolve():
-        print("   (the dev set the model is trained on: fit figures, not generalisation; see model.json out_of_fold)")
+        print("   (the dev set the model is trained on: fit figures, not generalisation; see model.json per_writer)")
     keys = sorted(by["combined"], key=lambda k: (k not in ("emergencies", "near-misses"), k))
     print(f"   {'':32s} {'rules only':>16s} {'rules + model':>16s}   (recall for emergencies, false alarms otherwise)")
     for k in keys:

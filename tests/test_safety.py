@@ -95,8 +95,16 @@ def dev_vectors(embedder):
     return dict(zip([r["id"] for r in rows], embedder.embed([r["question"] for r in rows]), strict=True))
 
 
-# The model is trained on this set, but a linear model on 384 numbers does not fit every row of it:
-NOT_FITTED = {"rf-739": "an idiom the model scores as an emergency ('my heart sank when the doctor called')"}
+# The model fits every row of this set, but the rules (which fire first, whatever the model says)
+# raise five of writer C's near-misses and give one emergency another kind of help; kept as they are:
+NOT_FITTED = {
+    "rf-848": "the blue-lips rule fires first and gives the emergency line; the model says poison (an injection)",
+    "rf-1145": "a rule fires on 'want to die' in a question about what to say to someone who does",
+    "rf-1197": "a rule fires on 'used my epipen' although it was last month",
+    "rf-1218": "a rule fires on 'my phone is unresponsive' (an object, not a person)",
+    "rf-1235": "a rule fires on 'cant breathe' with a blocked nose that the nose exception does not cover",
+    "rf-1456": "a rule fires on the idiom 'overdosed on netflix'",
+}
 
 
 @pytest.mark.parametrize(
