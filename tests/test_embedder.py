@@ -60,6 +60,7 @@ def test_count_tokens(embedder):
     assert embedder.count_tokens(long) == 1000  # truncation is off for counting
 
 
+@pytest.mark.slow
 def test_onnx_and_torch_agree(embedder, cache_dir):
     if embedder.backend != "onnx":
         pytest.skip("onnxruntime is not installed")

@@ -23,6 +23,7 @@ TEXTS = [
 ] * 3
 
 
+@pytest.mark.slow
 def test_int8_encoder_stays_close_to_fp32(embedder, cache_dir):
     int8 = TextEmbedder(cache_dir=cache_dir, precision="int8")
     a, b = embedder.embed(TEXTS), int8.embed(TEXTS)
@@ -84,6 +85,7 @@ def test_out_of_memory_halves_the_budget_and_keeps_every_vector(cache_dir):
                                expected / np.linalg.norm(expected, axis=1, keepdims=True), rtol=1e-5)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_torch_runner_device_is_chosen_once(cache_dir):
     e = TextEmbedder(cache_dir=cache_dir, backend="torch", device="cpu")
     v = e.embed(TEXTS[:2])

@@ -147,6 +147,7 @@ FILES = st.one_of(
 )
 
 
+@pytest.mark.slow
 @fuzz(150, seconds=10)  # a PDF is read in a child process: a fork each
 @given(file=FILES, strict=st.booleans())
 def test_every_loader_loads_or_skips_with_its_own_reason(file, strict, monkeypatch_pdf_seconds):

@@ -35,6 +35,7 @@ def _build(docs, out, *args) -> dict:
     return json.loads((out / "manifest.json").read_text())
 
 
+@pytest.mark.slow
 def test_builder_picks_the_type_from_the_corpus_size(docs, tmp_path, monkeypatch):
     assert choose_index_type([docs]) == "flat"
     assert _build(docs, tmp_path / "small")["index_type"] == "flat"

@@ -251,6 +251,7 @@ def test_build_dataset_counts_drops(tiny):
 # --- training ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_tiny_run_loss_falls_and_folder_is_complete(trained, leaflets):
     cfg, result = trained
     first, last = result.loss_history[0][1], result.loss_history[-1][1]
@@ -539,6 +540,7 @@ class Disconnect(Exception):
     """What a Colab runtime that goes away looks like to the training loop."""
 
 
+@pytest.mark.slow
 def test_a_disconnected_run_resumes_from_the_checkpoint_on_the_hub(tiny, sft_file, tmp_path, monkeypatch):
     from hub_server import HubServer, use_hub
     from transformers import TrainerCallback
