@@ -99,7 +99,7 @@ _CUES = [(name, re.compile(pattern)) for name, pattern in CUES]
 
 def cue_vector(question: str) -> np.ndarray:
     """The cues of one question as 0/1 floats, in the order of CUES."""
-    from medrag.safety import normalise  # safety imports this module lazily: no cycle at import time
+    from medrag.red_flag_rules import normalise
 
     text = normalise(question)
     return np.array([float(bool(p.search(question if name == "question_mark" else text))) for name, p in _CUES])
@@ -107,7 +107,7 @@ def cue_vector(question: str) -> np.ndarray:
 
 def gram_vector(question: str) -> np.ndarray:
     """Which hashed character grams of the normalised question occur, scaled to length GRAM_SCALE."""
-    from medrag.safety import normalise
+    from medrag.red_flag_rules import normalise
 
     text = f" {normalise(question)} "
     v = np.zeros(GRAM_BUCKETS)
@@ -317,14 +317,14 @@ def build(
     """Embed the labelled set, score it writer by writer, pick the threshold, train on all of it,
     write `out`; returns model.json."""
     from medrag.embedder import TextEmbedder
-    from medrag.safety import detect_red_flag
+    from medrag.red_flag_rules import match_rules, normalise
 
     embedder = embedder or TextEmbedder()
     questions, labels, authors = load_labelled(labelled)
     x = features(embedder.embed(questions), questions)
     groups = held_out_groups(labels, authors)
     scores = out_of_group(x, labels, groups)
-    by_rules = np.array([detect_red_flag(q) is not None for q in questions])
+    by_rules = np.array([match_rules(normalise(q)) is not None for q in questions])  # rules only
     positives, negatives = labels > 0, labels == 0
     threshold = pick_threshold(scores, negatives, by_rules, max_false_alarms)
     raised = (scores >= threshold) | by_rules
