@@ -120,6 +120,29 @@ KINDS: tuple[Kind, ...] = (
         "what complications it can cause",
     ),
     Kind(
+        "prevention",
+        _re(
+            r"prevent|\bavoid|lower (?:my|the) risk|reduce (?:my|the) risk|keep .* from|\bvaccin|\bbooster|protect|\bstop .* getting|keep .* strong"
+        ),
+        _re(
+            r"prevent|\bavoid|lower (?:your|the) risk|reduce|protect|vaccin|\bshots?\b|booster|\bdon't|\bdo not|wash|\bwear|\bkeep|\blimit|\bquit|\bdelay|elevat"
+        ),
+        "how to prevent it",
+    ),
+    Kind(
+        "outlook",
+        _re(
+            r"outlook|prognosis|surviv|life expectancy|go(?:es)? away|get(?:ting)? better|recover|fatal|\bdie\b|deadly|\bcured?\b|"
+            r"curable|permanent|get worse|worse than|grow out|dangerous|on (?:its|their) own|by (?:itself|themselves)|success rate|revers"
+        ),
+        _re(
+            r"outlook|prognosis|recover|\bcure|fatal|death|\bdie|life-threatening|surviv|better|improve|worse|go(?:es)? away|"
+            r"disappear|permanent|chronic|life-?long|control|\bharm|\bmild|\bsevere|on (?:its|their) own|by (?:itself|themselves)|"
+            r"without (?:help|treatment)|\bpass|\bstay\b|dangerous|deadly"
+        ),
+        "what the outlook is",
+    ),
+    Kind(
         "symptoms",
         _re(r"symptom|\bsigns?\b|what does .* feel like|how (?:do|can) (?:i|you) (?:know|tell) if|look like|warning"),
         _re(
@@ -136,16 +159,6 @@ KINDS: tuple[Kind, ...] = (
             r"diagnos|\btests?\b|\bexam|x-rays?|\bscans?\b|biopsy|imaging|\bcheck|screen|sample|\bmeasur|reading|histor|tell if|\bor higher\b"
         ),
         "how it is diagnosed",
-    ),
-    Kind(
-        "prevention",
-        _re(
-            r"prevent|\bavoid|lower (?:my|the) risk|reduce (?:my|the) risk|keep .* from|\bvaccin|\bbooster|protect|\bstop .* getting|keep .* strong"
-        ),
-        _re(
-            r"prevent|\bavoid|lower (?:your|the) risk|reduce|protect|vaccin|\bshots?\b|booster|\bdon't|\bdo not|wash|\bwear|\bkeep|\blimit|\bquit|\bdelay|elevat"
-        ),
-        "how to prevent it",
     ),
     Kind(
         "risk",
@@ -166,19 +179,6 @@ KINDS: tuple[Kind, ...] = (
             r"\btreat|therap|medicine|medication|\bdrugs?\b|surger|\bcure|manag|reliev|\bhelps?\b|remov|antibiotic|\bdiet\b|splint|procedure|lifestyle|\bcheck for|airway"
         ),
         "how it is treated",
-    ),
-    Kind(
-        "outlook",
-        _re(
-            r"outlook|prognosis|surviv|life expectancy|go(?:es)? away|get(?:ting)? better|recover|fatal|\bdie\b|deadly|\bcured?\b|"
-            r"curable|permanent|get worse|grow out|dangerous|on (?:its|their) own|by (?:itself|themselves)|success rate"
-        ),
-        _re(
-            r"outlook|prognosis|recover|\bcure|fatal|death|\bdie|life-threatening|surviv|better|improve|worse|go(?:es)? away|"
-            r"disappear|permanent|chronic|life-?long|control|\bharm|\bmild|\bsevere|on (?:its|their) own|by (?:itself|themselves)|"
-            r"without (?:help|treatment)|\bpass|\bstay\b|dangerous|deadly"
-        ),
-        "what the outlook is",
     ),
     Kind(
         "cause",
