@@ -52,14 +52,19 @@ _GENERIC = frozenset(
     "disease diseases disorder disorders syndrome syndromes condition conditions problem problems health "
     "information infection infections what need know".split()
 )
-_QUALIFIERS = frozenset("of affecting in among that which caused called associated related for".split())
+_ANAPHOR = re.compile(
+    r"\b(?:this|these|the|that|such) (?:condition|conditions|disorder|disorders|disease|diseases|syndrome|illness|"
+    r"cancer|tumou?rs?|infection|deficiency)\b(?! (?:of|affecting|called|in)\b)"
+)
+_QUALIFIERS = frozenset("of affecting in among that which caused called associated related for with".split())
 _PRONOUNS = frozenset("it they its their this these those such".split())
 _DETERMINERS = _PRONOUNS | {"the", "that", "affected", "common", "most"}
 # What a sentence calls its source's topic without naming it: "The disorder", "These symptoms".
 _TOPIC_NOUNS = frozenset(
     "condition conditions disorder disorders disease diseases syndrome syndromes cancer cancers tumor tumors "
     "tumour tumours infection infections illness deficiency malformation abnormality "
-    "symptom symptoms sign signs feature features individuals patients persons treatment treatments complication "
+    "symptom symptoms sign signs feature features individual individuals patient patients person persons people "
+    "child children treatment treatments complication "
     "complications mutation mutations pain rash attacks episodes seizures sores patches lesions".split()
 )
 
@@ -108,16 +113,18 @@ def narrower_topic(question: str, title: str) -> str | None:
 def topical_subject(sentence: str) -> bool:
     """Does the sentence speak of its source's topic without naming it ("This condition", "It", "They")?
 
-    True when it opens with a pronoun ("It", "These"), with a topic noun ("Symptoms include"), or
-    has a determiner and a topic noun among its first five words ("When the condition is caused",
-    "The most common symptoms are", "Affected individuals").
+    True when it opens with a pronoun ("It", "These"), refers back to "the condition" or "this
+    disorder" in its first eight words ("People with this condition", "When the condition is
+    caused"), opens with a topic noun ("Symptoms usually go away"), or has a determiner before
+    the first topic noun of its first six words ("The most common symptoms are", "an affected
+    person"), unless that noun says whose it is ("Symptoms of asthma", "people with the flu").
     """
     words = re.findall(r"[a-z']+", sentence.lower())
     if not words:
         return False
-    if words[0] in _PRONOUNS:
+    if words[0] in _PRONOUNS or _ANAPHOR.search(" ".join(words[:8])):
         return True
-    noun = next((i for i, w in enumerate(words[:5]) if w in _TOPIC_NOUNS), None)
+    noun = next((i for i, w in enumerate(words[:6]) if w in _TOPIC_NOUNS), None)
     if noun is None or (noun + 1 < len(words) and words[noun + 1] in _QUALIFIERS):
         return False  # "Symptoms of asthma", "The disease affecting the knee" say whose they are
     return noun == 0 or any(w in _DETERMINERS for w in words[:noun])
