@@ -176,11 +176,16 @@ class ExtractiveGenerator(Generator):
         return out
 
     def _scored(self, question: str, sources: Sequence[Chunk]) -> list[_Scored]:
-        units = [u for i, s in enumerate(sources) for u in self._units(i, getattr(s, "chunk", s).text)]
+        """Each unit with its cosine to the question, embedded after its source's topic ("Measles: It
+        spreads easily ..."), so a sentence that says "It" or "This condition" is still about its topic."""
+        chunks = [getattr(s, "chunk", s) for s in sources]
+        units = [u for i, c in enumerate(chunks) for u in self._units(i, c.text)]
         if not units:
             return []
+        topics = [_topic_prefix(c.title) for c in chunks]
         embed = getattr(self.embedder, "embed_cached", self.embedder.embed)
-        vectors = _normalise(np.asarray(embed([question, *(u.full for u in units)]), dtype=np.float32))
+        texts = [question, *(topics[u.source] + u.full for u in units)]
+        vectors = _normalise(np.asarray(embed(texts), dtype=np.float32))
         return [_Scored(u, float(v @ vectors[0]), v) for u, v in zip(units, vectors[1:], strict=True)]
 
     def _units(self, source: int, text: str) -> list[Unit]:
@@ -220,6 +225,8 @@ class ExtractiveGenerator(Generator):
         text = unit.text.strip()
         if not text or text.endswith("?") or not (text[0].isupper() or text[0].isdigit()):
             return False  # a question the source asks itself, or a fragment of a sentence
+        if not unit.items and not text.endswith((".", "!", '."', ".)")):
+            return False  # a heading or a credit line ("NIH: National Institute of ..."), not a statement
         return len(unit.full.split()) >= self.min_words
 
     def stream(
@@ -243,6 +250,12 @@ class ExtractiveGenerator(Generator):
 
     def versions(self) -> dict[str, str]:
         return {"generator": "extractive"}
+
+
+def _topic_prefix(title: str) -> str:
+    """ "Measles: " for a page on measles; nothing for a study, whose title is only its PubMed id."""
+    topic = source_topic(title)
+    return f"{topic}: " if topic and not study_id(title) else ""
 
 
 def _about(scored: list[_Scored], margin: float) -> list[_Scored]:

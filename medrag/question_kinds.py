@@ -19,7 +19,11 @@ from dataclasses import dataclass
 
 _N = r"(?:\d+|one|two|three|four|five|six|seven|eight|nine|ten|twelve|a few|few|several|many|a couple of)"
 _SPAN = rf"\b{_N}\b(?:\s*(?:to|-|or|and)\s*{_N}\b)?[\s-]*(?:more\s+)?(?:seconds?|minutes?|hours?|days?|weeks?|months?|years?)\b"
-_TIME = re.compile(rf"{_SPAN}|\bwithin (?:a|an|days|weeks|months|hours|\d)|\b(?:a )?lifetime\b|\blife-?long\b", re.I)
+_TIME = re.compile(
+    rf"{_SPAN}|\bwithin (?:a|an|days|weeks|months|hours|\d)|\b(?:a )?lifetime\b|\blife-?long\b|"
+    r"\b(?:for|over) (?:several |many |a few )?(?:days|weeks|months|years|hours)\b|\blong time\b",
+    re.I,
+)
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,10 @@ KINDS: tuple[Kind, ...] = (
             r"(?:causing|wrong)|could (?:it|this) be|why (?:do|does|am|is|are|have) (?:i|my|me)\b|"
             r"\bmy \w+(?: \w+)? (?:hurts?|aches?|is (?:always )?\w+)\b.*\bwhat\b|why is my|what usually causes"
         ),
-        _re(r"\bcaus|\bcommon\b|\bsign of|due to|\bresult|\binclude|such as|may (?:be|also)|\bcan\b|\breasons?\b"),
+        _re(
+            r"\bcaus|\bcommon\b|\bsign of|due to|\bresult|\binclude|such as|may (?:be|also)|\bcan\b|\breasons?\b|"
+            r"\bif (?:you|they|people)\b|\bmakes? you\b"
+        ),
         "what could cause it",
     ),
     Kind(
@@ -98,7 +105,8 @@ KINDS: tuple[Kind, ...] = (
         ),
         _re(
             r"\bsafe|\bsafety\b|harm|\bshould(?: not|n't)?\b|\bavoid|not recommended|\btalk (?:to|with)|"
-            r"side effects?|danger|caution|can make it worse|\bdo not\b|\bdon't\b|\blimit\b|\bless than\b"
+            r"side effects?|danger|caution|can make it worse|\bdo not\b|\bdon't\b|\blimit\b|\bless than\b|\brisks?\b|"
+            r"\bsmall\b|\bprotect"
         ),
         "whether it is safe",
     ),
@@ -137,7 +145,8 @@ KINDS: tuple[Kind, ...] = (
         ),
         _re(
             r"outlook|prognosis|recover|\bcure|fatal|death|\bdie|life-threatening|surviv|better|improve|worse|go(?:es)? away|"
-            r"disappear|permanent|chronic|life-?long|control|\bharm|\bmild|\bsevere|on (?:its|their) own|by (?:itself|themselves)|"
+            r"disappear|permanent|chronic|life-?long|controlled|under control|\bharm|\bmild|on (?:its|their) own|"
+            r"by (?:itself|themselves)|"
             r"without (?:help|treatment)|\bpass|\bstay\b|dangerous|deadly"
         ),
         "what the outlook is",
@@ -145,9 +154,7 @@ KINDS: tuple[Kind, ...] = (
     Kind(
         "symptoms",
         _re(r"symptom|\bsigns?\b|what does .* feel like|how (?:do|can) (?:i|you) (?:know|tell) if|look like|warning"),
-        _re(
-            r"symptom|\bsigns?\b|\bfeel|\bpain|\bache|fever|rash|itch|swell|cough|tired|fatigue|include|may have|\bnotice"
-        ),
+        _re(r"symptom|\bsigns?\b|\bfeel|\bpain|\bache|fever|rash|itch|swell|cough|tired|fatigue|\bnotice"),
         "what symptoms it causes",
     ),
     Kind(
@@ -156,7 +163,7 @@ KINDS: tuple[Kind, ...] = (
             r"diagnos|\btest(?:ed|s|ing)? (?:for|if)|is there a test|how (?:do|can|would) (?:doctors?|you|they) (?:know|tell|check|find)|\bcounts? as\b|check(?:ed)? for"
         ),
         _re(
-            r"diagnos|\btests?\b|\bexam|x-rays?|\bscans?\b|biopsy|imaging|\bcheck|screen|sample|\bmeasur|reading|histor|tell if|\bor higher\b"
+            r"diagnos|\btests?\b|\bexam|x-rays?|\bscans?\b|biopsy|imaging|\bcheck|screen|sample|\bmeasur|reading|histor|tell if|\bor higher\b|\byou may have\b"
         ),
         "how it is diagnosed",
     ),
@@ -176,7 +183,7 @@ KINDS: tuple[Kind, ...] = (
             r"\btreat|get rid|\bfix\b|remed|medicine|medication|therap|\bhelps?\b|relie|what (?:can|should) i (?:do|take)|\bmanage|surgery"
         ),
         _re(
-            r"\btreat|therap|medicine|medication|\bdrugs?\b|surger|\bcure|manag|reliev|\bhelps?\b|remov|antibiotic|\bdiet\b|splint|procedure|lifestyle|\bcheck for|airway"
+            r"\btreat|therap|medicine|medication|\bdrugs?\b|surger|\bcure|manag|reliev|\bhelps?\b|remov|antibiotic|\bdiet\b|splint|procedure|lifestyle|\bcheck for|airway|\bcan do\b"
         ),
         "how it is treated",
     ),
@@ -186,7 +193,7 @@ KINDS: tuple[Kind, ...] = (
             r"\bcaus|\bwhy (?:do|does|is|are)\b|how (?:do|does|did) (?:you|i|people|kids|someone|one) (?:get|catch)|\bbrings? on|\btrigger|\breason"
         ),
         _re(
-            r"\bcaus|due to|result|because|trigger|lead to|comes? from|linked to|related to|happens when|occurs when|\bwhen\b|\bget it\b|\bbites?\b|infect|virus|bacteri|no one knows|unknown|\bfrom\b|\bbuilds? up"
+            r"\bcaus|due to|result|because|trigger|lead to|comes? from|linked to|related to|happens when|occurs when|\bwhen\b|\bget it\b|\bbites?\b|infect|virus|bacteri|no one knows|unknown|\bfrom\b|\bbuilds? up|\bspread|\binclude"
         ),
         "what causes it",
     ),

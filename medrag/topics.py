@@ -56,6 +56,7 @@ _ANAPHOR = re.compile(
     r"\b(?:this|these|the|that|such) (?:condition|conditions|disorder|disorders|disease|diseases|syndrome|illness|"
     r"cancer|tumou?rs?|infection|deficiency)\b(?! (?:of|affecting|called|in)\b)"
 )
+_OPENERS = frozenset("however but also often usually sometimes rarely and so yet still".split())
 _QUALIFIERS = frozenset("of affecting in among that which caused called associated related for with".split())
 _PRONOUNS = frozenset("it they its their this these those such".split())
 _DETERMINERS = _PRONOUNS | {"the", "that", "affected", "common", "most"}
@@ -120,6 +121,8 @@ def topical_subject(sentence: str) -> bool:
     person"), unless that noun says whose it is ("Symptoms of asthma", "people with the flu").
     """
     words = re.findall(r"[a-z']+", sentence.lower())
+    while words and words[0] in _OPENERS:  # "However, it is caused by ..."
+        words = words[1:]
     if not words:
         return False
     if words[0] in _PRONOUNS or _ANAPHOR.search(" ".join(words[:8])):
