@@ -105,15 +105,16 @@ class ExtractiveGenerator(Generator):
     def plan(self, question: str, sources: Sequence[Chunk]) -> Plan:
         """The units to quote and whether the kind asked goes unanswered.
 
-        With `focus`, the top-ranked source is tried alone first: one page that answers the
-        question makes a cleaner, more precisely cited answer than quotes from five (and embeds
-        a fifth of the sentences, so the first words stream sooner).
+        With `focus`, the top-ranked source's page (its chunks among the sources) is tried alone
+        first: one page that answers the question makes a cleaner, more precisely cited answer
+        than quotes from five (and embeds fewer sentences, so the first words stream sooner).
         """
         kind = question_kind(question)
         if not sources:
             return Plan(kind)
-        if self.focus and len(sources) > 1 and kind != "differential":  # "what could it be" wants several
-            chosen = self._choose(self._scored(question, sources[:1]), kind, self.max_sentences)
+        page = [i for i, s in enumerate(sources) if _doc(s) == _doc(sources[0])]  # the top source's page
+        if self.focus and len(page) < len(sources) and kind != "differential":  # "what could it be" wants several
+            chosen = self._choose(self._scored(question, sources, page), kind, self.max_sentences)
             if chosen is not None and len(chosen) >= self.focus_min:
                 return Plan(kind, _in_order(chosen))
         scored, per_source = self._scored(question, sources), self.per_source
@@ -175,11 +176,13 @@ class ExtractiveGenerator(Generator):
             out.append(x)
         return out
 
-    def _scored(self, question: str, sources: Sequence[Chunk]) -> list[_Scored]:
-        """Each unit with its cosine to the question, embedded after its source's topic ("Measles: It
-        spreads easily ..."), so a sentence that says "It" or "This condition" is still about its topic."""
+    def _scored(self, question: str, sources: Sequence[Chunk], only: Sequence[int] | None = None) -> list[_Scored]:
+        """Each unit (of the sources numbered `only`, else all) with its cosine to the question, embedded
+        after its source's topic ("Measles: It spreads easily ..."), so a sentence that says "It" or
+        "This condition" is still about its topic."""
         chunks = [getattr(s, "chunk", s) for s in sources]
-        units = [u for i, c in enumerate(chunks) for u in self._units(i, c.text)]
+        keep = range(len(chunks)) if only is None else only
+        units = [u for i in keep for u in self._units(i, chunks[i].text)]
         if not units:
             return []
         topics = [_topic_prefix(c.title) for c in chunks]
@@ -250,6 +253,11 @@ class ExtractiveGenerator(Generator):
 
     def versions(self) -> dict[str, str]:
         return {"generator": "extractive"}
+
+
+def _doc(source) -> str:
+    chunk = getattr(source, "chunk", source)
+    return chunk.doc_id or chunk.id
 
 
 def _topic_prefix(title: str) -> str:

@@ -82,7 +82,9 @@ KINDS: tuple[Kind, ...] = (
         "contagious",
         _re(r"contagious|\bcatch\b|\bspread|infectious|transmit|from (?:someone|another|other people|person)"),
         _re(
-            r"contagious|\bspread|\bcatch|transmit|person[- ]to[- ]person|from (?:people|person|human)|"
+            r"contagious|\bcatch|transmit|person[- ]to[- ]person|from (?:people|person|human)|"
+            r"spread\w* (?:easily|from|through|by|among|between|via|in the air)|"
+            r"spread\w* to (?:other people|others|another person|someone|people|children|babies)|"
             r"\bcontact with|(?:through|by) (?:the air|direct|close|sexual|contact|sex)|\bbites?\b|passed? (?:from|to)"
         ),
         "whether it spreads from person to person",
@@ -105,7 +107,7 @@ KINDS: tuple[Kind, ...] = (
         ),
         _re(
             r"\bsafe|\bsafety\b|harm|\bshould(?: not|n't)?\b|\bavoid|not recommended|\btalk (?:to|with)|"
-            r"side effects?|danger|caution|can make it worse|\bdo not\b|\bdon't\b|\blimit\b|\bless than\b|\brisks?\b|"
+            r"side effects?|danger|caution|can make it worse|\bdo not\b|\bdon't\b|\blimit\b|\bless than\b|"
             r"\bsmall\b|\bprotect"
         ),
         "whether it is safe",
