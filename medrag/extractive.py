@@ -2,19 +2,22 @@
 
 The CPU fallback (laptop demo, CI): no language model, so nothing can be made up. Each source is
 split into quotable units (sentences, or a list's lead-in with its items); the question and
-every unit are embedded in one call and scored by cosine. The kind of question (how long, is it
-contagious, can it come back...; see medrag.question_kinds) decides which units count as an
-answer: those with the kind's cues, most similar first, plus one unit of context. The top-ranked
-source alone is tried first; all sources compete when it has no answer. When no source sentence
-answers the kind, the answer says so in the fixed form "The sources describe X but do not say
-how long it lasts." and quotes what they do say. A quote whose subject is its source's topic
-("This condition ...") is introduced by that topic when the topic is narrower than the question
-(medrag.topics). Every quote is a verbatim substring of the source it cites.
+every unit are embedded in one call, each unit after its source's topic ("Measles: It spreads
+easily ..."), and scored by cosine. The kind of question (how long, is it contagious, can it come
+back...; see medrag.question_kinds) decides which units count as an answer: those with the
+kind's cues, most similar first, plus one unit of context. The top-ranked source's page is tried
+first; otherwise all sources whose best unit is close to the best source's compete. When no
+source sentence answers the kind, the answer says so in the fixed form "The sources describe X
+but do not say how long it lasts." and quotes the opening of the page on the topic. A quote whose
+subject is its source's topic ("This condition ...") is introduced by that topic when the topic
+is narrower than the question (medrag.topics). Every quote is a verbatim substring of the source
+it cites. Kinds without cues ("What is X?") keep the plain most-similar choice.
 
 Skipped on purpose: questions a source asks itself, fragments (a list item alone, a piece that
-starts in lower case), near-duplicates, and the background and methods of a structured abstract
-(its results and conclusions are kept, without their labels). Shortcuts on purpose: units come
-from the chunker's sentence splitter and there is no rephrasing, so answers read like a list of quotes.
+starts in lower case, a heading), near-duplicates, and the background and methods of a
+structured abstract (its results and conclusions are kept, without their labels). Shortcuts on
+purpose: units come from the chunker's sentence splitter, cues are regular expressions, and
+there is no rephrasing, so answers read like a list of quotes.
 """
 
 from __future__ import annotations
