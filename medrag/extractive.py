@@ -32,7 +32,7 @@ from medrag.chunking import split_sentences
 from medrag.generator import Generator
 from medrag.prompts import CANNOT_ANSWER_PHRASE, missing_statement
 from medrag.question_kinds import BY_NAME, answers_kind, has_cues, question_kind
-from medrag.topics import attribute, narrower_topic, source_section, source_topic, study_id
+from medrag.topics import attribute, content_words, narrower_topic, source_section, source_topic, study_id
 from medrag.types import Chunk
 
 _BULLET = re.compile(r"(?:[-*\u2022]|\d+[.)])\s+")  # a list marker is not part of the quoted sentence
@@ -45,6 +45,7 @@ _SKIP_LABELS = {
     "main outcome measure", "main outcome measures", "outcome measures", "intervention", "interventions",
     "measurements", "hypothesis", "study objective", "rationale",
 }  # fmt: skip
+_NAVIGATION = re.compile(r"(?:click here|see (?:the|also)|for more information|visit |read more|learn more)\b", re.I)
 # A list item that swallowed the next sentence ("- Sweating Your doctor can run tests ..."): split there.
 _SWALLOWED = re.compile(r"(?<=[a-z)])\s+(?=[A-Z][a-z']*\s+\S+\s+\S+\s+\S.*[.!?]$)")
 
@@ -120,15 +121,17 @@ class ExtractiveGenerator(Generator):
             chosen = self._choose(self._scored(question, sources, page), kind, self.max_sentences)
             if chosen is not None and len(chosen) >= self.focus_min:
                 return Plan(kind, _in_order(chosen))
-        scored, per_source = self._scored(question, sources), self.per_source
-        if has_cues(kind):  # an answer to the kind counts only from a page about the question
-            scored = _about(scored, self.about_margin)
-            n_about = len({x.unit.source for x in scored if x.score >= self.min_similarity}) or 1
-            per_source = max(per_source, -(-self.max_sentences // n_about))
-        chosen = self._choose(scored, kind, per_source)
+        scored = self._scored(question, sources)
+        if not has_cues(kind):
+            return Plan(kind, _in_order(self._choose(scored, kind, self.per_source) or []))
+        scored = _about(scored, self.about_margin)  # an answer to the kind counts only from a page on the question
+        on_topic = scored if kind == "differential" else _on_topic(scored, question, sources)
+        n_pages = len({x.unit.source for x in on_topic if x.score >= self.min_similarity}) or 1
+        chosen = self._choose(on_topic, kind, max(self.per_source, -(-self.max_sentences // n_pages)))
         if chosen is not None:
             return Plan(kind, _in_order(chosen))
-        return self._missing(question, sources, scored, kind)
+        described = on_topic if any(x.score >= self.min_similarity for x in on_topic) else scored
+        return self._missing(question, sources, described, kind)
 
     def _missing(self, question: str, sources: Sequence[Chunk], scored: list[_Scored], kind: str) -> Plan:
         """Nothing answers the kind: say what the sources cover, and quote the opening of the page on the topic.
@@ -233,6 +236,8 @@ class ExtractiveGenerator(Generator):
             return False  # a question the source asks itself, or a fragment of a sentence
         if not unit.items and not text.endswith((".", "!", '."', ".)")):
             return False  # a heading or a credit line ("NIH: National Institute of ..."), not a statement
+        if _NAVIGATION.match(text):
+            return False  # "Click here to learn more ...": the page's navigation, not medicine
         return len(unit.full.split()) >= self.min_words
 
     def stream(
@@ -276,6 +281,14 @@ def _about(scored: list[_Scored], margin: float) -> list[_Scored]:
         best[x.unit.source] = max(best.get(x.unit.source, -1.0), x.score)
     top = max(best.values(), default=0.0)
     return [x for x in scored if best[x.unit.source] >= top - margin]
+
+
+def _on_topic(scored: list[_Scored], question: str, sources: Sequence[Chunk]) -> list[_Scored]:
+    """The units of sources on the question's own topic: a topic with no word beyond the question's or
+    the top source's ("Flu Shot" is not "Flu": its weeks are the vaccine's, not the illness's)."""
+    titles = [getattr(s, "chunk", s).title for s in sources]
+    allowed = content_words(question) | content_words(source_topic(titles[0]))
+    return [x for x in scored if content_words(source_topic(titles[x.unit.source])) <= allowed]
 
 
 def _covered(sources: Sequence[Chunk]) -> list[str]:

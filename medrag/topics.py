@@ -55,6 +55,7 @@ _GENERIC = frozenset(
 _ANAPHOR = re.compile(
     r"\b(?:this|these|the|that|such) (?:condition|conditions|disorder|disorders|disease|diseases|syndrome|illness|"
     r"cancer|tumou?rs?|infection|deficiency)\b(?! (?:of|affecting|called|in)\b)"
+    r"|\b(?:these|affected) (?:individuals|people|patients|persons)\b"
 )
 _OPENERS = frozenset("however but also often usually sometimes rarely and so yet still".split())
 _QUALIFIERS = frozenset("of affecting in among that which caused called associated related for with".split())
@@ -114,9 +115,9 @@ def narrower_topic(question: str, title: str) -> str | None:
 def topical_subject(sentence: str) -> bool:
     """Does the sentence speak of its source's topic without naming it ("This condition", "It", "They")?
 
-    True when it opens with a pronoun ("It", "These"), refers back to "the condition" or "this
-    disorder" in its first eight words ("People with this condition", "When the condition is
-    caused"), opens with a topic noun ("Symptoms usually go away"), or has a determiner before
+    True when it opens with a pronoun ("It", "These"), refers back to "the condition", "this
+    disorder" or "these individuals" anywhere ("People with this condition", "When the condition
+    is caused"), opens with a topic noun ("Symptoms usually go away"), or has a determiner before
     the first topic noun of its first six words ("The most common symptoms are", "an affected
     person"), unless that noun says whose it is ("Symptoms of asthma", "people with the flu").
     """
@@ -125,7 +126,7 @@ def topical_subject(sentence: str) -> bool:
         words = words[1:]
     if not words:
         return False
-    if words[0] in _PRONOUNS or _ANAPHOR.search(" ".join(words[:8])):
+    if words[0] in _PRONOUNS or _ANAPHOR.search(" ".join(words)):
         return True
     noun = next((i for i, w in enumerate(words[:6]) if w in _TOPIC_NOUNS), None)
     if noun is None or (noun + 1 < len(words) and words[noun + 1] in _QUALIFIERS):
