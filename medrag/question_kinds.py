@@ -85,7 +85,8 @@ KINDS: tuple[Kind, ...] = (
             r"contagious|\bcatch|transmit|person[- ]to[- ]person|from (?:people|person|human)|"
             r"spread\w* (?:easily|from|through|by|among|between|via|in the air)|"
             r"spread\w* to (?:other people|others|another person|someone|people|children|babies)|"
-            r"\bcontact with|(?:through|by) (?:the air|direct|close|sexual|contact|sex)|\bbites?\b|passed? (?:from|to)"
+            r"(?:direct|close|skin|sexual|personal) contact|(?:through|by) (?:the air|direct|close|sexual|contact|sex)|"
+            r"\bbites?\b|passed? (?:from|to)"
         ),
         "whether it spreads from person to person",
     ),
@@ -206,8 +207,8 @@ BY_NAME = {k.name: k for k in KINDS}
 
 _LAST = re.compile(r"\blast(?:s|ed|ing)?\b(?! (?:year|month|week|trimester|case|stage|resort)s?\b)", re.I)
 _CHANGE = re.compile(
-    r"\b(?:recover\w*|(?:get|gets|getting|feel) better|improv\w*|go(?:es)? away|clears? up|heal\w*|resolv\w*|"
-    r"disappear\w*|fades?|stabiliz\w*|takes?|pass\w*|better)\b",
+    r"\b(?:recover\w*|(?:get|gets|getting|feel) better|improv\w*|go(?:es)? away|clears? up|heal(?:s|ed|ing)?|resolv\w*|"
+    r"disappear\w*|fades?|stabiliz\w*|takes?|pass(?:es|ed|ing)?|better)\b",
     re.I,
 )
 
