@@ -116,7 +116,8 @@ class ExtractiveGenerator(Generator):
         kind = question_kind(question)
         if not sources:
             return Plan(kind)
-        page = [i for i, s in enumerate(sources) if _doc(s) == _doc(sources[0])]  # the top source's page
+        lead = _lead(question, sources, kind) if has_cues(kind) else 0
+        page = [i for i, s in enumerate(sources) if _doc(s) == _doc(sources[lead])]  # the leading source's page
         if self.focus and len(page) < len(sources) and kind != "differential":  # "what could it be" wants several
             chosen = self._choose(self._scored(question, sources, page), kind, self.max_sentences)
             if chosen is not None and len(chosen) >= self.focus_min:
@@ -189,6 +190,8 @@ class ExtractiveGenerator(Generator):
         chunks = [getattr(s, "chunk", s) for s in sources]
         keep = range(len(chunks)) if only is None else only
         units = [u for i in keep for u in self._units(i, chunks[i].text)]
+        if has_cues(question_kind(question)):  # "researchers are studying ..." answers no visitor's question
+            units = [u for u in units if source_section(chunks[u.source].title) != "research"]
         if not units:
             return []
         topics = [_topic_prefix(c.title) for c in chunks]
@@ -261,6 +264,24 @@ class ExtractiveGenerator(Generator):
 
     def versions(self) -> dict[str, str]:
         return {"generator": "extractive"}
+
+
+# The MedQuAD sections (medrag.topics.SECTIONS, in plain words) that answer each kind of question.
+_KIND_SECTIONS = {
+    "treatment": {"treatment"}, "symptoms": {"symptoms"}, "cause": {"causes", "genetic changes"},
+    "risk": {"who is at risk"}, "inheritance": {"inheritance", "genetic changes"}, "diagnosis": {"diagnosis"},
+    "prevention": {"prevention"}, "outlook": {"outlook"}, "frequency": {"frequency"},
+    "complications": {"complications"},
+}  # fmt: skip
+
+
+def _lead(question: str, sources: Sequence[Chunk], kind: str) -> int:
+    """The source whose page is tried first: the best-ranked one on the question's own topic (not a
+    narrower one) whose section answers the kind, else the best-ranked on the topic, else the first."""
+    titles = [getattr(s, "chunk", s).title for s in sources]
+    on_topic = [i for i, t in enumerate(titles) if not narrower_topic(question, t)]
+    wanted = _KIND_SECTIONS.get(kind, set())
+    return next((i for i in on_topic if source_section(titles[i]) in wanted), on_topic[0] if on_topic else 0)
 
 
 def _doc(source) -> str:

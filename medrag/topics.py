@@ -143,13 +143,23 @@ def names_topic(text: str, topic: str) -> bool:
 def attribute(sentence: str, question: str, title: str) -> str:
     """`sentence` (verbatim), introduced by its source's topic when read alone it would claim too much.
 
-    A study's sentence always gets "In a study (PMID 123 (2001)): "; another source's sentence gets
-    "For <topic>: " when its subject is topical, the topic is narrower than the question, and
-    the sentence does not already name the topic.
+    A study's sentence always gets "In one study (PMID 123): "; another source's sentence gets
+    "For <topic>: " when the topic is narrower than the question, the sentence does not name the
+    topic, and either its subject is topical ("This condition ...") or the topic is a variant of
+    what was asked and the sentence uses none of its words ("Each headache may last ..." from a
+    page on sporadic hemiplegic migraine, for "how long do migraines last?").
     """
     if study_id(title):
         return STUDY_INTRO.format(study=f"PMID {study_id(title)}") + sentence
     topic = narrower_topic(question, title)
-    if topic and topical_subject(sentence) and not names_topic(sentence, topic):
+    if not topic or names_topic(sentence, topic):
+        return sentence
+    variant = mentions_topic(question, topic)
+    if topical_subject(sentence) or (variant and not mentions_topic(sentence, topic)):
         return TOPIC_INTRO.format(topic=topic) + sentence
     return sentence
+
+
+def mentions_topic(text: str, topic: str) -> bool:
+    """Does `text` use any content word of `topic` ("Knee problems ..." for "Knee Injuries and Disorders")?"""
+    return bool(content_words(topic) & content_words(text))
