@@ -189,3 +189,27 @@ def test_the_sentence_answering_the_kind_with_one_unit_of_context():
     # the one duration sentence (cosine 1.0), then context: the last sentence repeats it (cosine 1.0 > 0.95),
     # so the first (0.5) is the context; in source order
     assert text == "Diabetes means the blood sugar is too high. [1] Diabetes thirst can last for several days. [1]"
+
+
+def test_the_page_on_the_asked_topic_whose_section_answers_the_kind_leads():
+    def titled(n, title, text):
+        return Chunk(f"doc{n}#0", f"doc{n}", title, text)
+
+    sources = [
+        titled(1, "Type 1 diabetes (treatment)", "Insulin treats type 1 diabetes every day."),  # narrower
+        titled(2, "Diabetes (information)", "Diabetes means the blood sugar is too high."),  # no treatment section
+        titled(3, "Diabetes (treatment)", "Diabetes is treated with diet and insulin."),
+    ]
+    assert ExtractiveGenerator(KeywordEmbedder()).generate("How is diabetes treated?", sources) == (
+        "Diabetes is treated with diet and insulin. [3]"
+    )
+
+
+def test_a_research_section_answers_no_kind_of_question():
+    research = Chunk("r#0", "r", "Diabetes (research)", "Researchers study how insulin may treat diabetes better.")
+    page = Chunk("p#0", "p", "Diabetes (information)", "Diabetes treatment includes insulin and diet.")
+    g = ExtractiveGenerator(KeywordEmbedder())
+    assert (
+        g.generate("How is diabetes treated?", [research, page]) == "Diabetes treatment includes insulin and diet. [2]"
+    )
+    assert "Researchers" in g.generate("Tell me about diabetes and insulin", [research, page])  # no kind: as before

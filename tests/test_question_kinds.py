@@ -161,3 +161,12 @@ def test_attribute_keeps_the_quote_verbatim(sentence, question, topic):
     assert intro == "" or intro.startswith("For ")
     if intro and not set(topic) & set(":[]\n") and len(source_topic(f"{topic} (inheritance)")) <= 200:
         assert INTRO.match(out).group(0) == intro  # the citation check strips exactly the introduction
+
+
+def test_a_narrower_variant_of_the_asked_topic_is_named_even_without_a_topical_subject():
+    q = "how long do migraines last"
+    variant = "sporadic hemiplegic migraine (information)"
+    s = "Each headache may last from a few hours to a few days."
+    assert attribute(s, q, variant) == f"For sporadic hemiplegic migraine: {s}"
+    assert attribute("A migraine attack may last days.", q, variant) == "A migraine attack may last days."  # says whose
+    assert attribute(s, q, "Headache (information)") == s  # another topic, not a variant: only topical subjects
