@@ -37,14 +37,16 @@ from medrag.types import Chunk
 
 _BULLET = re.compile(r"(?:[-*\u2022]|\d+[.)])\s+")  # a list marker is not part of the quoted sentence
 _LABEL = re.compile(r"([A-Z][A-Za-z ]{2,40}?)\s?:\s+")  # "Results: ..." opening a structured abstract's section
-_KEEP_LABELS = {"results", "result", "conclusions", "conclusion", "findings", "interpretation", "summary"}
-_SKIP_LABELS = {
-    "objective", "objectives", "background", "purpose", "aim", "aims", "aims and objectives", "introduction",
-    "context", "design", "study design", "setting", "settings", "subjects", "patients", "participants",
-    "population", "population and sample", "methods", "method", "materials and methods", "methodology",
-    "main outcome measure", "main outcome measures", "outcome measures", "intervention", "interventions",
-    "measurements", "hypothesis", "study objective", "rationale",
-}  # fmt: skip
+_KEEP = re.compile(r"result|conclusion|finding|interpretation|discussion|^summary$")  # what a study found
+# the study's framing: general facts worth quoting when a chunk holds no findings (never its aims, below)
+_BACKGROUND = re.compile(r"background|introduction|context|rationale|purpose|objective|aim|hypothesis")
+_SKIP = re.compile(  # how the study was done: never an answer
+    r"design|setting|method|patient|participant|subject|intervention|measure|outcome|data|selection|limitation|"
+    r"\bobject\b|population|case report"
+)
+_INTENT = re.compile(
+    r"(?:To |This (?:study|trial|paper|report|analysis|review)|We |Our |The (?:aim|purpose|objective|goal))"
+)
 _NAVIGATION = re.compile(r"(?:click here|see (?:the|also)|for more information|visit |read more|learn more)\b", re.I)
 # A list item that swallowed the next sentence ("- Sweating Your doctor can run tests ..."): split there.
 _SWALLOWED = re.compile(r"(?<=[a-z)])\s+(?=[A-Z][a-z']*\s+\S+\s+\S+\s+\S.*[.!?]$)")
@@ -69,6 +71,11 @@ class _Scored:
     unit: Unit
     score: float  # cosine with the question
     vector: np.ndarray
+    floor: float  # the cosine below which this unit is noise for this question
+
+    @property
+    def relevant(self) -> bool:
+        return self.score >= self.floor
 
 
 @dataclass
@@ -88,6 +95,7 @@ class ExtractiveGenerator(Generator):
         embedder,
         max_sentences: int = 4,  # a short answer a reader checks against the sources at a glance
         min_similarity: float = 0.3,  # MiniLM cosine below ~0.3 is topical noise, not an answer
+        study_similarity: float = 0.1,  # a top-ranked study's findings are rarely worded like the question
         per_source: int = 2,  # one long source must not crowd out the others
         duplicate_similarity: float = 0.95,  # overlapping chunks repeat sentences; say each once
         min_words: int = 4,  # shorter pieces are headings or fragments, not statements
@@ -101,6 +109,7 @@ class ExtractiveGenerator(Generator):
     ):
         self.embedder = embedder
         self.max_sentences, self.min_similarity, self.per_source = max_sentences, min_similarity, per_source
+        self.study_similarity = study_similarity
         self.duplicate_similarity, self.min_words = duplicate_similarity, min_words
         self.focus, self.focus_min, self.context = focus, focus_min, context
         self.missing_quotes, self.max_items, self.about_margin = missing_quotes, max_items, about_margin
@@ -119,7 +128,9 @@ class ExtractiveGenerator(Generator):
         lead = _lead(question, sources, kind) if has_cues(kind) else 0
         page = [i for i, s in enumerate(sources) if _doc(s) == _doc(sources[lead])]  # the leading source's page
         if self.focus and len(page) < len(sources) and kind != "differential":  # "what could it be" wants several
-            chosen = self._choose(self._scored(question, sources, page), kind, self.max_sentences)
+            study = study_id(getattr(sources[lead], "chunk", sources[lead]).title)
+            # a study retrieval put first is what the question asks about: its findings answer, whatever the kind
+            chosen = self._choose(self._scored(question, sources, page), "other" if study else kind, self.max_sentences)
             if chosen is not None and len(chosen) >= self.focus_min:
                 return Plan(kind, _in_order(chosen))
         scored = self._scored(question, sources)
@@ -127,11 +138,11 @@ class ExtractiveGenerator(Generator):
             return Plan(kind, _in_order(self._choose(scored, kind, self.per_source) or []))
         scored = _about(scored, self.about_margin)  # an answer to the kind counts only from a page on the question
         on_topic = scored if kind == "differential" else _on_topic(scored, question, sources)
-        n_pages = len({x.unit.source for x in on_topic if x.score >= self.min_similarity}) or 1
+        n_pages = len({x.unit.source for x in on_topic if x.relevant}) or 1
         chosen = self._choose(on_topic, kind, max(self.per_source, -(-self.max_sentences // n_pages)))
         if chosen is not None:
             return Plan(kind, _in_order(chosen))
-        described = on_topic if any(x.score >= self.min_similarity for x in on_topic) else scored
+        described = on_topic if any(x.relevant for x in on_topic) else scored
         return self._missing(question, sources, described, kind)
 
     def _missing(self, question: str, sources: Sequence[Chunk], scored: list[_Scored], kind: str) -> Plan:
@@ -143,21 +154,21 @@ class ExtractiveGenerator(Generator):
         """
         best: dict[int, float] = {}
         for x in scored:
-            if x.score >= self.min_similarity:
+            if x.relevant:
                 best[x.unit.source] = max(best.get(x.unit.source, 0.0), x.score)
         if not best:
             return Plan(kind)
         ranked = sorted(best, key=lambda i: -best[i])
         titles = [getattr(sources[i], "chunk", sources[i]).title for i in ranked]
         page = next((i for i, t in zip(ranked, titles, strict=True) if not narrower_topic(question, t)), ranked[0])
-        opening = [x for x in scored if x.unit.source == page and x.score >= self.min_similarity]
+        opening = [x for x in scored if x.unit.source == page and x.relevant]
         units = self._greedy(sorted(opening, key=lambda x: x.unit.position), self.missing_quotes, self.missing_quotes)
         covered = _covered([sources[i] for i in ranked][:3])
         return Plan(kind, units, missing_statement(covered, BY_NAME[kind].missing))
 
     def _choose(self, scored: list[_Scored], kind: str, per_source: int) -> list[_Scored] | None:
         """Units that answer `kind` (most similar first) plus context; None when none answers it."""
-        relevant = sorted((x for x in scored if x.score >= self.min_similarity), key=lambda x: -x.score)
+        relevant = sorted((x for x in scored if x.relevant), key=lambda x: -x.score)
         hits = [x for x in relevant if answers_kind(x.unit.full, kind)]
         if not hits:
             return None if has_cues(kind) or not relevant else []
@@ -198,25 +209,28 @@ class ExtractiveGenerator(Generator):
         embed = getattr(self.embedder, "embed_cached", self.embedder.embed)
         texts = [question, *(topics[u.source] + u.full for u in units)]
         vectors = _normalise(np.asarray(embed(texts), dtype=np.float32))
-        return [_Scored(u, float(v @ vectors[0]), v) for u, v in zip(units, vectors[1:], strict=True)]
+        floors = [self.min_similarity] * len(chunks)
+        if study_id(chunks[0].title):  # retrieval put this study first: its findings answer, however worded
+            floors[0] = self.study_similarity
+        return [_Scored(u, float(v @ vectors[0]), v, floors[u.source]) for u, v in zip(units, vectors[1:], strict=True)]
 
     def _units(self, source: int, text: str) -> list[Unit]:
         """The quotable units of one source text, in order."""
-        pieces: list[tuple[bool, str]] = []  # (is a list item, verbatim text)
-        section_ok = True
+        pieces: list[tuple[bool, str, str]] = []  # (is a list item, verbatim text, section: keep/background/skip)
+        section = "keep"  # unlabelled text, and a chunk that starts inside a section, is kept
         for a, b in split_sentences(text):
             bullet = _BULLET.match(text, a, b)
             piece = text[bullet.end() if bullet else a : b]
             label = _LABEL.match(piece)
-            if label and label.group(1).lower() in _KEEP_LABELS | _SKIP_LABELS:
-                section_ok = label.group(1).lower() in _KEEP_LABELS
-                piece = piece[label.end() :]
-            if not section_ok:
-                continue
+            if label and (kind := _section(label.group(1))):
+                section, piece = kind, piece[label.end() :]
             if bullet and (m := _SWALLOWED.search(piece)):
-                pieces += [(True, piece[: m.start()]), (False, piece[m.end() :])]
+                pieces += [(True, piece[: m.start()], section), (False, piece[m.end() :], section)]
             else:
-                pieces.append((bool(bullet), piece))
+                pieces.append((bool(bullet), piece, section))
+        # a structured abstract's results and conclusions; its background only when the chunk has no findings
+        wanted = "keep" if any(sec == "keep" for *_, sec in pieces) else "background"
+        pieces = [(it, p) for it, p, sec in pieces if sec == wanted and not (sec == "background" and _INTENT.match(p))]
         units: list[Unit] = []
         i = 0
         while i < len(pieces):
@@ -279,9 +293,20 @@ def _lead(question: str, sources: Sequence[Chunk], kind: str) -> int:
     """The source whose page is tried first: the best-ranked one on the question's own topic (not a
     narrower one) whose section answers the kind, else the best-ranked on the topic, else the first."""
     titles = [getattr(s, "chunk", s).title for s in sources]
+    if study_id(titles[0]):
+        return 0  # a question retrieval matched to a study asks about that study
     on_topic = [i for i, t in enumerate(titles) if not narrower_topic(question, t)]
     wanted = _KIND_SECTIONS.get(kind, set())
     return next((i for i in on_topic if source_section(titles[i]) in wanted), on_topic[0] if on_topic else 0)
+
+
+def _section(label: str) -> str | None:
+    """A structured abstract's section label ("Results", "Patients and methods") as keep/background/skip."""
+    label = label.strip().lower()
+    for name, pattern in (("keep", _KEEP), ("background", _BACKGROUND), ("skip", _SKIP)):
+        if pattern.search(label) and not (name == "keep" and "background" in label):
+            return name
+    return None
 
 
 def _doc(source) -> str:
