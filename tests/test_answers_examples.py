@@ -9,6 +9,8 @@ as more general than its source. The fixture texts restate the public pages name
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from medrag.citations import answer_sentences
@@ -161,3 +163,27 @@ def test_epilepsy_genetic_quotes_no_questions(pipeline):
     assert "autosomal dominant" in ans.text or says_what_is_missing(ans.text)
     if "autosomal dominant" in ans.text:
         assert "For juvenile myoclonic epilepsy: When the condition is caused" in ans.text
+
+
+FULL_INDEX = os.environ.get("MEDRAG_FULL_INDEX")  # read before the fixtures clear MEDRAG_* variables
+ISSUE_QUESTIONS = [
+    ("Is dementia inherited or acquired?", "dementia"),
+    ("How long does the flu last?", "influenza"),
+    ("Can arrhythmia come back after ablation?", "arrhythmia"),
+    ("Is it safe to exercise during pregnancy?", "exercise during pregnancy"),
+    ("my knee hurts when I climb stairs, what could it be?", "knee pain"),
+    ("Is psoriasis contagious?", "psoriasis"),
+    ("Is epilepsy genetic?", "epilepsy"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not FULL_INDEX, reason="extra check: set MEDRAG_FULL_INDEX to an index of ../shared/data/corpus.jsonl"
+)
+@pytest.mark.parametrize("question, topic", ISSUE_QUESTIONS)
+def test_the_issue_examples_on_the_shared_corpus(question, topic, embedder):
+    pipe = RAGPipeline(PipelineConfig(generator="extractive", index_dir=FULL_INDEX), embedder=embedder)
+    ans = pipe.answer(question)
+    check_common(ans, topic)
+    assert "?" not in ans.text and "Objective:" not in ans.text and "Methods:" not in ans.text

@@ -170,3 +170,13 @@ def test_a_narrower_variant_of_the_asked_topic_is_named_even_without_a_topical_s
     assert attribute(s, q, variant) == f"For sporadic hemiplegic migraine: {s}"
     assert attribute("A migraine attack may last days.", q, variant) == "A migraine attack may last days."  # says whose
     assert attribute(s, q, "Headache (information)") == s  # another topic, not a variant: only topical subjects
+
+
+def test_the_model_prompt_gets_the_same_rules_and_keeps_the_exact_cannot_answer_rule():
+    from medrag.prompts import CANNOT_ANSWER_PHRASE, GROUNDED_INSTRUCTIONS, TOPIC_INTRO, build_messages
+
+    text = build_messages("Is dementia inherited?", [])[-1]["content"]
+    assert f"If the sources do not contain the answer, reply exactly: {CANNOT_ANSWER_PHRASE}" in text
+    assert '"For <topic>: ..."' in GROUNDED_INSTRUCTIONS and TOPIC_INTRO == "For {topic}: "
+    assert "The sources describe <what they cover> but do not say <what was asked>." in text
+    assert says_what_is_missing("The sources describe <what they cover> but do not say <what was asked>.")
