@@ -1,39 +1,49 @@
 """MedRAG's Gradio app: Chat, Sources and About tabs, share links and a JSON `/ask` endpoint.
 
 hysts' Space pattern: settings from the environment at the top, the pipeline built and warmed at
-start-up, one `@spaces.GPU` generator around the model call only, then the Blocks, then
-`demo.queue(...).launch()`. `build_demo(pipeline)` holds no launch concerns: `main()` hands the
-Blocks to `medrag.refresh.serve`, which adds the Hub webhook (through `WebhooksServer`) when
-MEDRAG_WEBHOOK_SECRET is set, and starts the poll fallback when MEDRAG_POLL_INTERVAL > 0.
-Every per-visitor value (chat history, latest answer) lives in `gr.State`, never in a global.
+start-up, one `@spaces.GPU` generator around the model call only (medrag.gpu: what crosses into a
+ZeroGPU worker and what comes back), then the Blocks, then `demo.queue(...).launch()`.
+`build_demo(pipeline)` holds no launch concerns: `main()` hands the Blocks to `medrag.refresh.serve`,
+which adds the Hub webhook route when MEDRAG_WEBHOOK_SECRET is set, and starts the poll fallback
+when MEDRAG_POLL_INTERVAL > 0. Every per-visitor value (chat history, latest answer) lives in
+`gr.State`, never in a global.
+
+On purpose: a `?q=` share link is read by the page's own JavaScript, and only a non-empty one
+starts an answer, so a plain page view never waits for (or takes) an answer slot; on a Space
+(`SPACE_ID` set) the copied link is the Space page's, which passes its query string to the app.
+Every string a visitor or a document supplies is made inert before it reaches the page
+(medrag.ui), LaTeX rendering is off, and toasts (which gradio renders as HTML) are escaped.
 Run it: `bash scripts/demo.sh` (serves http://127.0.0.1:7860).
 """
 
 from __future__ import annotations
 
 import html
+import json
 import logging
 import os
 import time
-from collections.abc import Iterator
 
 import gradio as gr
 import spaces  # before medrag (and torch): ZeroGPU must be set up before CUDA is touched
+from starlette.middleware import Middleware
 
+from medrag.api import CompleteAskCalls, check_ask, check_question
 from medrag.config import PipelineConfig
 from medrag.errors import MedRAGError
+from medrag.gpu import GPUGenerator, gpu_duration, gpu_stream
 from medrag.pipeline import RAGPipeline
 from medrag.prompts import DISCLAIMER
 from medrag.refresh import Refresher, serve
-from medrag.ui import answer_json, answer_markdown, sources_html, status_markdown
+from medrag.ui import answer_json, answer_markdown, inert, sources_html, status_markdown
 
 log = logging.getLogger("medrag.app")
 
 MAX_CONCURRENCY = int(os.getenv("MEDRAG_MAX_CONCURRENCY", "4"))  # answers computed at once; the rest wait in line
 QUEUE_SIZE = int(os.getenv("MEDRAG_QUEUE_SIZE", "64"))  # visitors waiting beyond this are told to retry
-GPU_DURATION = int(os.getenv("MEDRAG_GPU_DURATION", "60"))  # ZeroGPU seconds per answer: 512 tokens of a 4-bit 7B
 SERVER_NAME = os.getenv("GRADIO_SERVER_NAME", "127.0.0.1")  # Spaces set 0.0.0.0 here
 SERVER_PORT = int(os.getenv("GRADIO_SERVER_PORT", "7860"))
+SPACE_ID = os.getenv("SPACE_ID")  # "owner/name" on a Space: share links then point at the Space page
 HISTORY_MESSAGES = 6  # chat turns handed back to the pipeline: three questions and answers
 MODES = ["hybrid", "dense", "bm25"]
 EXAMPLES = [
@@ -46,10 +56,13 @@ FONTS = ["ui-sans-serif", "system-ui", "Segoe UI", "Roboto", "Helvetica", "Arial
 MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"]
 GENERIC_ERROR = "Something went wrong answering this question; please try again."
 
+# colours come from the theme's variables only, so the dark theme gets its own
 CSS = """
-.urgent { border: 2px solid #c62828; background: #fdecea; color: #7f1d1d; border-radius: 8px; padding: 10px 14px; }
-.declined { border-left: 4px solid #9ca3af; background: #f3f4f6; color: #4b5563; border-radius: 6px; padding: 8px 12px; }
-.thinking { color: #6b7280; font-style: italic; }
+.urgent { border: 2px solid var(--error-border-color); background: var(--error-background-fill);
+  color: var(--error-text-color); border-radius: 8px; padding: 10px 14px; }
+.declined { border-left: 4px solid var(--border-color-primary); background: var(--background-fill-secondary);
+  color: var(--body-text-color); border-radius: 6px; padding: 8px 12px; }
+.thinking { color: var(--body-text-color-subdued); font-style: italic; }
 #chatbot .message-content a { color: var(--color-accent); font-weight: 600; text-decoration: none; }
 #chatbot .message-content a:hover { text-decoration: underline; }
 #disclaimer { font-size: 0.85em; opacity: 0.8; }
@@ -63,53 +76,28 @@ CSS = """
 .sources .source-url { font-size: 0.8em; color: var(--body-text-color-subdued); word-break: break-all; }
 .sources .source-meta { font-size: 0.8em; color: var(--body-text-color-subdued); margin: 2px 0 6px; }
 .sources .source-text { white-space: pre-wrap; margin: 0; line-height: 1.5; }
-.sources mark { background: #fff0a6; color: inherit; padding: 0 1px; border-radius: 2px; }
+.sources mark { background: var(--color-accent-soft); color: var(--body-text-color); padding: 0 1px; border-radius: 2px; }
 """
 
-# Copy link: build the absolute link in the browser (the server does not know the public origin).
-LINK_JS = """(q) => q ? location.origin + location.pathname + '?q=' + encodeURIComponent(q) : ''"""
-COPY_JS = """(q) => {
-  if (!q) return '';
-  const link = location.origin + location.pathname + '?q=' + encodeURIComponent(q);
-  if (navigator.clipboard) navigator.clipboard.writeText(link).catch(() => {});
-  return link;
-}"""
+# the question in the page's own link: read in the browser, so a view without ?q= never reaches the server
+LINK_QUESTION_JS = "() => (new URLSearchParams(location.search).get('q') || '').trim()"
+
+
+def share_base(space_id: str | None) -> str | None:
+    """Where a share link points: the Space page on a Space (it hands ?q= to the app's iframe), else None
+    (the page's own address, known only in the browser)."""
+    return f"https://huggingface.co/spaces/{space_id}" if space_id else None
+
+
+def link_js(base: str | None, copy: bool = False) -> str:
+    """JavaScript for the share box: the link that asks `q` again (and, with `copy`, onto the clipboard)."""
+    origin = json.dumps(base) if base else "location.origin + location.pathname"
+    clip = "if (navigator.clipboard) navigator.clipboard.writeText(link).catch(() => {}); " if copy else ""
+    return f"(q) => {{ if (!q) return ''; const link = {origin} + '?q=' + encodeURIComponent(q); {clip}return link; }}"
 
 
 # --- the model call, the only code that runs on the GPU ---------------------------------------
-_GPU_GENERATORS: dict[int, object] = {}  # generators the GPU function may call, by id: models are never pickled
-
-
-@spaces.GPU(duration=GPU_DURATION)
-def _generate_on_gpu(key: int, question: str, chunks: list, history: list, kwargs: dict) -> Iterator[str]:
-    yield from _GPU_GENERATORS[key].stream(question, chunks, history, **kwargs)
-
-
-class GPUGenerator:
-    """Wraps the HF generator so its `stream` runs inside `@spaces.GPU` (a no-op off Spaces).
-
-    On ZeroGPU the GPU calls run in forked worker processes: a worker already running may keep the
-    model (and adapter) it was forked with after a refresh swaps the adapter here; see medrag.refresh.
-    """
-
-    def __init__(self, inner):
-        self.inner, self.name, self._key = inner, inner.name, id(inner)
-        _GPU_GENERATORS[self._key] = inner
-
-    def stream(self, question: str, chunks, history=None, **kwargs) -> Iterator[str]:
-        yield from _generate_on_gpu(self._key, question, list(chunks), list(history or []), dict(kwargs))
-
-    def versions(self) -> dict[str, str]:
-        return self.inner.versions()
-
-    @property
-    def last_warnings(self) -> list[str]:
-        return list(getattr(self.inner, "last_warnings", []) or [])
-
-    def __getattr__(self, name: str):  # load_adapter, fallback_reason, ...: the Hub refresh reaches the inner one
-        if name == "inner" or name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(self.inner, name)
+_generate_on_gpu = spaces.GPU(duration=gpu_duration)(gpu_stream)  # duration per call: from its max_new_tokens
 
 
 def load_pipeline(config: PipelineConfig | None = None) -> RAGPipeline:
@@ -130,24 +118,34 @@ def warm_up(pipeline: RAGPipeline) -> RAGPipeline:
     if hasattr(generator, "load"):
         generator.load()  # the model weights now, not on the first question (a fallback picks extractive here)
     if generator.name == "hf" and not isinstance(generator, GPUGenerator):
-        pipeline.swap(generator=GPUGenerator(generator))
+        pipeline.swap(generator=GPUGenerator(generator, _generate_on_gpu))
     log.info("pipeline ready in %.1fs (generator: %s)", time.perf_counter() - t0, generator.name)
     return pipeline
 
 
+def _toast(message: str) -> str:
+    return html.escape(message, quote=False)  # gradio renders toast messages as HTML
+
+
 # --- the UI ---------------------------------------------------------------------------------
-def build_demo(pipeline: RAGPipeline, refresher: Refresher | None = None) -> gr.Blocks:
-    """The Blocks for `pipeline` (the About tab reports `refresher`'s checks); launch it with
-    `demo.queue(...).launch(**launch_kwargs())`."""
+def build_demo(pipeline: RAGPipeline, refresher: Refresher | None = None, space_id: str | None = SPACE_ID) -> gr.Blocks:
+    """The Blocks for `pipeline` (the About tab reports `refresher`'s checks; share links point at the Space
+    `space_id` when set); launch it with `demo.queue(...).launch(**launch_kwargs())`."""
     cfg = pipeline.config
+    link, copy_link = link_js(share_base(space_id)), link_js(share_base(space_id), copy=True)
 
     def run(question, chat, history, top_k, mode, temperature, max_new_tokens):
         """Stream one answer into the chat; yields (chat, history, answer, sources, box, last_q)."""
-        keep, question = gr.skip(), question or ""
+        keep = gr.skip()
         chat, history = list(chat or []), list(history or [])
+        try:
+            question = check_question("" if question is None else question)
+        except MedRAGError as e:
+            yield chat, keep, keep, keep, keep, keep
+            raise gr.Error(_toast(str(e))) from None
         pending = [
             *chat,
-            {"role": "user", "content": html.escape(question, quote=False)},
+            {"role": "user", "content": inert(question)},
             _assistant('<span class="thinking">Searching the sources…</span>'),
         ]
         yield pending, keep, keep, keep, "", keep
@@ -161,7 +159,7 @@ def build_demo(pipeline: RAGPipeline, refresher: Refresher | None = None) -> gr.
         try:
             for answer in pipeline.stream(question, history[-HISTORY_MESSAGES:], **overrides):
                 if answer.kind == "invalid":
-                    gr.Warning(answer.text)
+                    gr.Warning(_toast(answer.text))
                     yield chat, keep, keep, keep, question, keep
                     return
                 pending[-1] = _assistant(answer_markdown(answer))
@@ -169,7 +167,7 @@ def build_demo(pipeline: RAGPipeline, refresher: Refresher | None = None) -> gr.
         except MedRAGError as e:
             log.warning("answering %r failed: %s", question, e)
             yield chat, keep, keep, keep, question, keep
-            raise gr.Error(str(e)) from None
+            raise gr.Error(_toast(str(e))) from None
         except Exception:
             log.exception("answering %r failed", question)
             yield chat, keep, keep, keep, question, keep
@@ -178,26 +176,17 @@ def build_demo(pipeline: RAGPipeline, refresher: Refresher | None = None) -> gr.
             yield chat, keep, keep, keep, question, keep
             raise gr.Error(GENERIC_ERROR)
         for warning in answer.warnings:
-            gr.Warning(warning)
+            gr.Warning(_toast(warning))
         history += [{"role": "user", "content": answer.question}, {"role": "assistant", "content": answer.text}]
         yield pending, history[-HISTORY_MESSAGES:], answer, sources_html(answer), keep, answer.question
 
-    def run_from_link(chat, history, top_k, mode, temperature, max_new_tokens, request: gr.Request):
-        """`/?q=...`: ask the question in the link when the page opens."""
-        question = (request.query_params.get("q") or "").strip() if request else ""
-        if not question:
-            yield (gr.skip(),) * 6
-            return
-        yield from run(question, chat, history, top_k, mode, temperature, max_new_tokens)
-
     def ask(question: str, top_k: int = 5, mode: str = "hybrid") -> dict:
         """Answer a health question from the indexed sources: answer text, sources, citations, versions, timings."""
-        if mode not in MODES:
-            raise gr.Error(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         try:
-            answer = pipeline.answer(question, None, top_k=max(1, min(10, int(top_k))), mode=mode)
+            checked = check_ask(question, top_k, mode)
+            answer = pipeline.answer(checked.question, None, top_k=checked.top_k, mode=checked.mode)
         except MedRAGError as e:
-            raise gr.Error(str(e)) from None
+            raise gr.Error(str(e)) from None  # a JSON client reads it as text: no HTML escaping here
         except Exception:
             log.exception("/ask %r failed", question)
             raise gr.Error(GENERIC_ERROR) from None
@@ -222,6 +211,7 @@ def build_demo(pipeline: RAGPipeline, refresher: Refresher | None = None) -> gr.
                     buttons=["copy"],
                     feedback_options=None,
                     placeholder="Ask a health question, or pick an example below.",
+                    latex_delimiters=[],  # no LaTeX: medical answers need none, and KaTeX would read a visitor's $...$
                     elem_id="chatbot",
                 )
                 with gr.Row(elem_id="ask-row"):
@@ -247,25 +237,29 @@ def build_demo(pipeline: RAGPipeline, refresher: Refresher | None = None) -> gr.
                     )
                     copy_btn = gr.Button("Copy link", size="sm", scale=0, min_width=110, elem_id="copy-link")
                 last_q = gr.Textbox(visible="hidden", elem_id="last-question")
+                link_q = gr.Textbox(visible="hidden", elem_id="link-question")  # the page's own ?q=, set in the browser
                 with gr.Accordion("Settings", open=False):
                     with gr.Row():
-                        top_k = gr.Slider(1, 10, value=cfg.top_k, step=1, label="Sources (top-k)")
+                        top_k = gr.Slider(1, 10, value=min(max(cfg.top_k, 1), 10), step=1, label="Sources (top-k)")
                         mode = gr.Radio(
                             MODES,
                             value=cfg.retrieval_mode if cfg.retrieval_mode in MODES else "hybrid",
                             label="Retrieval",
                         )
                     with gr.Row():
+                        # a configured value outside a slider's range would make gradio refuse every question
                         temperature = gr.Slider(
-                            0.0, 1.0, value=cfg.temperature, step=0.05, label="Temperature (model generator)"
-                        )
+                            0.0, max(1.0, cfg.temperature), value=cfg.temperature, step=0.05,
+                            label="Temperature (model generator)",
+                        )  # fmt: skip
                         max_tokens = gr.Slider(
-                            32, 1024, value=cfg.max_new_tokens, step=32, label="Max new tokens (model generator)"
-                        )
+                            min(32, cfg.max_new_tokens), max(1024, cfg.max_new_tokens), value=cfg.max_new_tokens,
+                            step=1, label="Max new tokens (model generator)",
+                        )  # fmt: skip
             with gr.Tab("Sources", id="sources"):
                 sources = gr.HTML(sources_html(None), elem_id="sources")
             with gr.Tab("About", id="about"):
-                status = gr.Markdown(elem_id="status")
+                status = gr.Markdown(elem_id="status", latex_delimiters=[])
                 refresh = gr.Button("Refresh status", size="sm")
 
         inputs = [box, chatbot, history, top_k, mode, temperature, max_tokens]
@@ -273,14 +267,16 @@ def build_demo(pipeline: RAGPipeline, refresher: Refresher | None = None) -> gr.
         # the chat event stays callable (undocumented) so tests and the bench can drive sessions; /ask is the API
         ask_btn.click(
             run, inputs, outputs, concurrency_id="answer", api_name="chat", api_visibility="undocumented"
-        ).then(None, [last_q], [share], js=LINK_JS, api_visibility="private")
+        ).then(None, [last_q], [share], js=link, api_visibility="private")
         box.submit(run, inputs, outputs, concurrency_id="answer", api_visibility="private").then(
-            None, [last_q], [share], js=LINK_JS, api_visibility="private"
+            None, [last_q], [share], js=link, api_visibility="private"
         )
-        demo.load(run_from_link, inputs[1:], outputs, concurrency_id="answer", api_visibility="private").then(
-            None, [last_q], [share], js=LINK_JS, api_visibility="private"
+        # `/?q=...`: the browser reads the link; only a question there starts an answer (and takes a slot)
+        demo.load(None, None, [link_q], js=LINK_QUESTION_JS, api_visibility="private")
+        link_q.change(run, [link_q, *inputs[1:]], outputs, concurrency_id="answer", api_visibility="private").then(
+            None, [last_q], [share], js=link, api_visibility="private"
         )
-        copy_btn.click(None, [last_q], [share], js=COPY_JS, api_visibility="private")
+        copy_btn.click(None, [last_q], [share], js=copy_link, api_visibility="private")
         clear_btn.click(
             clear, None, [chatbot, history, latest, sources, box, last_q, share], api_visibility="private", queue=False
         )
@@ -302,8 +298,12 @@ def _assistant(content: str) -> dict:
 
 
 def launch_kwargs() -> dict:
-    """Look and feel, passed at launch in gradio 6 (here and by WebhooksServer.launch)."""
-    return {"css": CSS, "theme": gr.themes.Soft(primary_hue="teal", font=FONTS, font_mono=MONO_FONTS)}
+    """Look and feel, and the /ask argument completion, passed at launch in gradio 6."""
+    return {
+        "css": CSS,
+        "theme": gr.themes.Soft(primary_hue="teal", font=FONTS, font_mono=MONO_FONTS),
+        "app_kwargs": {"middleware": [Middleware(CompleteAskCalls)]},
+    }
 
 
 def main() -> None:

@@ -3,10 +3,15 @@
     python index_builder.py                                   # the built-in sample corpus -> data/index
     python index_builder.py --docs ../shared/data/corpus.jsonl --out data/index-full
     python index_builder.py --docs notes/ guides.pdf --index-type hnsw --out data/index-mine
+    python index_builder.py --docs pubmed.jsonl --out data/index-pubmed          # large: ivfpq, streamed, resumable
+    python index_builder.py --out data/index-full --no-build --engine milvus --milvus-uri http://HOST:19530
     python index_builder.py --out data/index-full --push-to-hub USER/medrag-index --metrics eval.json
 
 Bad files are reported by name and skipped (--strict stops at the first one). The folder is
 written to a temporary sibling and renamed into place, so a failed build leaves the old one.
+--out must be absent, empty, or an index (which is replaced): any other folder is refused before
+any work. Progress goes to stderr: a bar on a terminal, a line at each twentieth elsewhere.
+Every error (a refused folder, a full disk, a read-only --out) is one line on stderr, exit code 2.
 """
 
 from __future__ import annotations
@@ -25,7 +30,16 @@ def parse_args(argv: list[str] | None, cfg: PipelineConfig) -> argparse.Namespac
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--docs", nargs="+", help=f"files or folders to index (default: {cfg.sample_docs})")
     p.add_argument("--out", type=Path, default=Path(cfg.index_dir), help=f"index folder (default: {cfg.index_dir})")
-    p.add_argument("--index-type", choices=["flat", "hnsw", "ivf"], default=cfg.index_type)
+    p.add_argument(
+        "--index-type",
+        choices=["auto", "flat", "hnsw", "ivf", "ivfpq"],
+        default=cfg.index_type if cfg.index_type != "flat" else "auto",  # MEDRAG_INDEX_TYPE still applies
+        help="auto (default): flat, or ivfpq (on disk, streamed, resumable) from ~500k chunks",
+    )
+    p.add_argument("--shard-chunks", type=int, default=None, help="ivfpq: chunks per resumable shard")
+    p.add_argument("--engine", choices=["local", "milvus"], default="local", help="milvus: also upload to Milvus")
+    p.add_argument("--milvus-uri", default=cfg.milvus_uri, help="a file (embedded milvus-lite) or http://HOST:19530")
+    p.add_argument("--collection", default=cfg.milvus_collection, help="the Milvus collection to (re)create")
     p.add_argument(
         "--chunk-tokens", type=int, default=cfg.chunk_tokens, help="max word pieces per chunk, title included"
     )
@@ -45,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("medrag").setLevel(logging.INFO)
     cfg = PipelineConfig.from_env()
     args = parse_args(argv, cfg)
-    cfg = cfg.replace(index_type=args.index_type, chunk_tokens=args.chunk_tokens, chunk_overlap=args.chunk_overlap)
+    cfg = cfg.replace(chunk_tokens=args.chunk_tokens, chunk_overlap=args.chunk_overlap)
     try:
         if args.chunk_tokens < 32 or not 0 <= args.chunk_overlap < args.chunk_tokens // 2:
             raise MedRAGError("--chunk-tokens must be >= 32 and --chunk-overlap between 0 and half of it")
@@ -56,12 +70,30 @@ def main(argv: list[str] | None = None) -> int:
             missing = [d for d in docs if not Path(d).exists()]
             if missing:
                 raise MedRAGError(f"not found: {', '.join(missing)}: check the --docs paths")
-            report = build_index(docs, args.out, cfg, strict=args.strict, progress=sys.stderr.isatty())
+            from medrag.indexes import choose_index_type
+
+            index_type = choose_index_type(docs) if args.index_type == "auto" else args.index_type
+            if index_type == "ivfpq":
+                from medrag.shards import SHARD_CHUNKS, build_streaming
+
+                shard = args.shard_chunks or SHARD_CHUNKS
+                report = build_streaming(docs, args.out, cfg, strict=args.strict, shard_chunks=shard)
+            else:
+                cfg = cfg.replace(index_type=index_type)
+                report = build_index(docs, args.out, cfg, strict=args.strict, progress=True)
             print(report.summary())
+        if args.engine == "milvus":
+            from medrag.milvus_index import MilvusIndex
+
+            MilvusIndex.upload(args.out, args.milvus_uri, args.collection, cfg)
+            print(f"uploaded {args.out} to Milvus at {args.milvus_uri}, collection {args.collection!r}")
         if args.push_to_hub:
             push(args.out, args.push_to_hub, args.private, args.metrics)
     except MedRAGError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # reading --metrics, or a disk error outside the index writer
+        print(f"error: {e.strerror or e} ({e.filename or args.out}): check the path and try again", file=sys.stderr)
         return 2
     return 0
 

@@ -3,6 +3,11 @@
 `build_index` is what `index_builder.py`, `python -m medrag.evaluate` and the app (for the
 built-in sample corpus) call. `ensure_index` rebuilds only when the folder is missing or was
 built from other documents or another model, so a demo start costs one manifest read.
+
+Before any work `build_index` checks that `out` may be written (absent, empty, or an index:
+`medrag.index.prepare_out`) and is not inside a documents folder, so `--docs X --out X` loses
+nothing. With `progress=True` it reports files loaded, documents chunked and chunks embedded:
+a bar on a terminal, a line at each twentieth with the rate and the time left elsewhere.
 """
 
 from __future__ import annotations
@@ -13,14 +18,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from medrag.chunking import chunk_documents
 from medrag.config import PipelineConfig
 from medrag.documents import SkippedFile, corpus_sha256, load_documents
 from medrag.embedder import same_model
-from medrag.errors import IndexLoadError, MedRAGError
-from medrag.index import VectorIndex
+from medrag.errors import IndexLoadError, IndexWriteError, MedRAGError
+from medrag.index import VectorIndex, prepare_out
+from medrag.progress import Progress
 
 log = logging.getLogger(__name__)
+STEP = 1024  # documents per chunking call, texts per embedding call: one progress step each; a
+# thousand texts sorted by length still fill the embedder's batches with little padding
 
 
 @dataclass
@@ -61,8 +71,9 @@ def build_index(
     from medrag.embedder import TextEmbedder
 
     report = BuildReport(out=Path(out))
+    _check_out(Path(out), paths)
     t0 = time.perf_counter()
-    loaded = load_documents(paths, strict=strict)
+    loaded = load_documents(paths, strict=strict, progress=progress)
     report.skipped = loaded.skipped
     docs = loaded.documents
     if not docs:
@@ -72,17 +83,29 @@ def build_index(
     t1 = time.perf_counter()
 
     embedder = embedder or TextEmbedder.from_config(config)
-    chunks = chunk_documents(
-        docs,
-        embedder.count_tokens,
-        max_tokens=config.chunk_tokens,
-        overlap=config.chunk_overlap,
-        count_tokens_batch=getattr(embedder, "count_tokens_batch", None),
-    )
+    bar = Progress(len(docs), "Chunking", "documents", enabled=progress)
+    chunks = []
+    for i in range(0, len(docs), STEP):
+        chunks += chunk_documents(
+            docs[i : i + STEP],
+            embedder.count_tokens,
+            max_tokens=config.chunk_tokens,
+            overlap=config.chunk_overlap,
+            count_tokens_batch=getattr(embedder, "count_tokens_batch", None),
+        )
+        bar.update(len(docs[i : i + STEP]))
+    bar.close()
     report.chunks = len(chunks)
     t2 = time.perf_counter()
 
-    vectors = embedder.embed([c.embed_text for c in chunks], progress=progress)
+    texts = [c.embed_text for c in chunks]
+    bar = Progress(len(texts), "Embedding", "chunks", enabled=progress)
+    parts = []
+    for i in range(0, len(texts), STEP):
+        parts.append(embedder.embed(texts[i : i + STEP]))
+        bar.update(len(texts[i : i + STEP]))
+    bar.close()
+    vectors = np.concatenate(parts) if parts else np.zeros((0, embedder.dim), dtype=np.float32)
     t3 = time.perf_counter()
 
     index = VectorIndex.build(
@@ -99,6 +122,18 @@ def build_index(
     t4 = time.perf_counter()
     report.seconds = {"load": t1 - t0, "chunk": t2 - t1, "embed": t3 - t2, "index": t4 - t3, "total": t4 - t0}
     return report
+
+
+def _check_out(out: Path, paths: Sequence[str | Path]) -> None:
+    """Refuse, before any work, an output folder that holds other files or lies inside the documents."""
+    prepare_out(out)
+    where = out.resolve()
+    for given in map(Path, paths):
+        if given.is_dir() and not given.is_symlink() and where.is_relative_to(given.resolve()):
+            raise IndexWriteError(
+                f"The index folder {out} is inside the documents folder {given}: the next build would read "
+                "the index as documents. Choose an --out outside it"
+            )
 
 
 def ensure_index(paths: Sequence[str | Path], out: str | Path, config: PipelineConfig, *, embedder=None) -> bool:

@@ -1,6 +1,8 @@
 """Cards for the Hub repos: `index_card` (dataset card of an index folder) and `adapter_card`
 (model card of a LoRA adapter), both README.md text with YAML front matter.
 
+`sft_card` is the dataset card of the training data `python -m medrag.sft_data` builds.
+
 Every number on a card comes from the values passed in (the index manifest, the training info,
 the evaluation results); a value that is missing is left out, never guessed. The front matter is
 written by huggingface_hub's card-data classes, so the Hub parses it.
@@ -17,6 +19,8 @@ import re
 from typing import Any
 
 from huggingface_hub import DatasetCardData, ModelCardData
+
+from medrag.prompts import CANNOT_ANSWER_PHRASE
 
 KNOWN_SOURCES = {  # name found in the manifest or training info -> (licence id, attribution line)
     "medquad": (
@@ -37,7 +41,9 @@ NOT_ADVICE = (
     "incomplete or wrong; a clinician should be consulted about any health question, and urgent symptoms "
     "need emergency care."
 )
-_LOWER_IS_BETTER = re.compile(r"loss|perplexity|ppl|error|latency|seconds|unsupported|abstention|failure", re.I)
+_LOWER_IS_BETTER = re.compile(
+    r"loss|perplexity|ppl|error|latency|seconds|unsupported|false_abstention|^abstention|failure", re.I
+)
 
 
 def index_card(manifest: dict, metrics: dict | None = None, attribution: str | None = None) -> str:
@@ -140,7 +146,11 @@ def adapter_card(info: dict) -> str:
         parts.append("## Hyper-parameters\n\n" + _table(["setting", "value"], hyper))
     evaluation = info.get("eval") or info.get("evaluation")
     if evaluation and evaluation.get("base") and evaluation.get("adapter"):
-        parts.append("## Evaluation\n\n" + _comparison(evaluation["base"], evaluation["adapter"]))
+        parts.append(
+            "## Evaluation\n\nBase model and base + adapter answering through the MedRAG pipeline on the same "
+            "retrieved sources (`medrag.adapter_eval`).\n\n"
+            + _comparison(evaluation["base"], evaluation["adapter"], evaluation.get("helps"))
+        )
     parts.append(
         "## Intended use and limitations\n\nFor research and demonstration of grounded, cited answers in the "
         "MedRAG app, on English consumer and research medical questions, always with retrieved sources. " + NOT_ADVICE
@@ -148,8 +158,61 @@ def adapter_card(info: dict) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def _comparison(base: dict, adapter: dict) -> str:
-    """Base vs adapter table plus a verdict computed from it (lower is better for losses and latencies)."""
+def sft_card(manifest: dict) -> str:
+    """The dataset card of a training data folder, from its manifest.json (counts, settings, exclusions)."""
+    licences, attributions = _known_sources(manifest.get("sources", []))
+    meta = DatasetCardData(
+        license=(licences[0] if len(licences) == 1 else licences) or "other",
+        pretty_name="MedRAG grounded-answer training data",
+        tags=["medical", "rag", "raft", "citations"],
+        task_categories=["question-answering", "text-generation"],
+        language=["en"],
+        configs=[{"config_name": "default", "data_files": [{"split": "train", "path": "train.jsonl"}]}],
+    )
+    kinds, dropped, s = manifest.get("kinds", {}), manifest.get("dropped", {}), manifest.get("settings", {})
+    counts = [["examples", _fmt(manifest.get("examples"))], *[[f"{k}", _fmt(v)] for k, v in kinds.items()]]
+    counts += [[f"{g}: {k}", _fmt(v)] for g, c in manifest.get("by_source", {}).items() for k, v in c.items()]
+    counts += [["questions read", _fmt(manifest.get("questions"))]]
+    counts += [[f"dropped: {k}", _fmt(v)] for k, v in dropped.items()]
+    excluded = [[e["path"], _fmt(e.get("questions")), _fmt(e.get("gold_docs")), _code(e.get("sha256", "")[:12])]
+                for e in manifest.get("excluded", [])]  # fmt: skip
+    parts = [
+        f"---\n{meta.to_yaml()}\n---",
+        "# MedRAG grounded-answer training data",
+        "Supervised examples that teach a generator MedRAG's answer behaviour (RAFT-style): a question, the "
+        f"{s.get('top_k', '?')} sources MedRAG's own hybrid retriever returns for it (the gold passage among hard "
+        "distractors, in retrieval order, within "
+        f"{_fmt(s.get('context_tokens'))} tokens of the base model's tokenizer), and the answer the app should "
+        "give: the gold-passage sentences that answer the question, each followed by the [n] of its source, or, "
+        f"for a share of {s.get('decline_share', '?')} of the questions whose gold documents were taken out of "
+        f"the sources, exactly: {CANNOT_ANSWER_PHRASE} Built by `python -m medrag.sft_data`; read by "
+        "`medrag.training` and the `train_colab.ipynb` notebook.",
+        "## Counts\n\n" + _table(["", "count"], counts),
+        "## Fields\n\n`id`, `question`, `sources` (a list of `title`, `text`, `doc_id`, `chunk_id`, numbered "
+        "[1].. in the prompt), `answer` (the target), `kind` (`cited` or `declined`), `gold_passage` (the number "
+        "of the first gold source, none for a decline), `gold_doc_ids`, `source` (the collection).",
+    ]
+    if excluded:
+        parts.append(
+            "## Kept apart from evaluation\n\nNo example's question or gold document appears in these evaluation "
+            "files:\n\n" + _table(["file", "questions", "gold documents", "sha256"], excluded)
+        )
+    if manifest.get("eval_files"):
+        parts.append(
+            "## Evaluation files\n\nCopied under `eval/` for the notebook's evaluation (not training): "
+            + ", ".join(f"`{f}`" for f in manifest["eval_files"])
+        )
+    parts.append(
+        "## Sources, licences and attribution\n\n"
+        + ("\n".join(f"- {a}" for a in attributions) or "- (no known source was named: add its attribution)")
+    )
+    parts.append("## Limitations\n\nTargets are extractive quotes of the sources. " + NOT_ADVICE)
+    return "\n\n".join(parts) + "\n"
+
+
+def _comparison(base: dict, adapter: dict, helps: bool | None = None) -> str:
+    """Base vs adapter table plus a verdict: `helps` when the evaluation gave one, else counted from the table
+    (lower is better for losses, latencies and false abstention)."""
     rows, better = [], 0
     metrics = [m for m in base if m in adapter and isinstance(base[m], int | float)]
     for m in metrics:
@@ -157,7 +220,14 @@ def _comparison(base: dict, adapter: dict) -> str:
         improved = delta < 0 if _LOWER_IS_BETTER.search(m) else delta > 0
         better += improved
         rows.append([m, _fmt(base[m]), _fmt(adapter[m]), f"{delta:+.4g}"])
-    if better == len(metrics):
+    if helps is not None:
+        verdict = (
+            f"The adapter improves {better} of {len(metrics)} metrics and loses on none beyond noise: it helps."
+            if helps
+            else f"The adapter improves {better} of {len(metrics)} metrics; it does not help on every count, so "
+            "the evaluation's verdict is: it does not help."
+        )
+    elif better == len(metrics):
         measured = "the one metric measured" if len(metrics) == 1 else f"all {len(metrics)} metrics"
         verdict = f"The adapter improves {measured} over the base model: it helps."
     elif better == 0:

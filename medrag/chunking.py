@@ -32,7 +32,8 @@ SPECIAL_TOKENS = 2  # [CLS] and [SEP], added by the embedder to every input
 # A word followed by "." never ends a sentence when it is one of these (compared lower-case).
 ABBREVIATIONS = {"e.g", "i.e", "dr", "mr", "mrs", "ms", "vs", "prof", "st", "fig", "figs", "al", "approx", "cf",
                  "jr", "sr", "inc", "ltd", "ca", "vol", "u.s", "a.m", "p.m", "ph.d", "m.d"}  # fmt: skip
-_END = re.compile(r"(\S*?)([.!?]+)[\"'”’)\]]*(\s+)(?=(\S))")  # word, end marks, closers, space, next char
+_MARKS = ".!?"  # end a sentence when a space and a new sentence follow
+_CLOSERS = "\"'”’)]"  # may follow the end marks: 'He said "stop."' ends after the quote
 _LINE = re.compile(r"[^\n]+")
 _WORD = re.compile(r"\S+")
 
@@ -41,19 +42,31 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
     """(start, end) offsets of the sentences of `text`, whitespace trimmed. Every line break ends
     a sentence (bullets, headings); so do . ! ? before a space, except after an abbreviation,
     before a lower-case word, or after a list marker ("1.", "a.") opening a sentence. Decimals
-    ("2.5") have no space after the point, so they never end one."""
+    ("2.5") have no space after the point, so they never end one.
+
+    Linear time: each word is looked at once, with its successor (a regex that searched for the
+    end marks from every position took minutes on one long word, such as an inline base64 image)."""
     spans = []
     for line in _LINE.finditer(text):
         start, end = line.start(), len(line.group().rstrip()) + line.start()
         start += len(line.group()) - len(line.group().lstrip())
-        for m in _END.finditer(text, start, end):
-            word, marks, following = m.group(1), m.group(2), m.group(4)
-            if following.islower() or (marks == "." and word.lower().lstrip("([\"'") in ABBREVIATIONS):
+        words = _WORD.finditer(text, start, end)
+        word = next(words, None)
+        for following in words:  # `word`, then spaces, then `following`
+            (a, b), word = word.span(), following
+            if text[b - 1] not in _MARKS and text[b - 1] not in _CLOSERS:
                 continue
-            if marks == "." and m.start(1) == start and (word.isdigit() or (len(word) == 1 and word.isalpha())):
+            core = text[a:b].rstrip(_CLOSERS)
+            stem = core.rstrip(_MARKS)
+            marks = core[len(stem) :]
+            if not marks or text[following.start()].islower():
+                continue
+            if marks == "." and stem.lower().lstrip("([\"'") in ABBREVIATIONS:
+                continue
+            if marks == "." and a == start and (stem.isdigit() or (len(stem) == 1 and stem.isalpha())):
                 continue  # "1. Take ..." is a numbered item, not a one-word sentence
-            spans.append((start, m.start(3)))
-            start = m.end(3)
+            spans.append((start, b))
+            start = following.start()
         if start < end:
             spans.append((start, end))
     return spans
@@ -150,7 +163,7 @@ def _split_long(
             first, last, total = a if first is None else first, b, total + n
             continue
         while a < b:  # cut the word at the longest prefix that fits; at least one character
-            cut = _longest(range(a + 1, b + 1), lambda k, a=a: count_tokens(text[a:k]) <= budget) or a + 1
+            cut = _longest_prefix(a, b, lambda k, a=a: count_tokens(text[a:k]) <= budget) or a + 1
             pieces.append(_Unit(a, cut, count_tokens(text[a:cut]), False))
             a = cut
     if first is not None:
@@ -165,6 +178,20 @@ def _longest(cuts: Sequence[int], fits: Callable[[int], bool]) -> int | None:
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if fits(cuts[mid]) else (lo, mid)
     return cuts[lo] if lo >= 0 else None
+
+
+def _longest_prefix(a: int, b: int, fits: Callable[[int], bool]) -> int | None:
+    """The largest cut k in a+1..b with fits(k): galloping (a+1, a+2, a+4, ...) then bisection, so
+    a cut costs time in the length of the piece it keeps, not of the word (a megabyte-long word is
+    cut in linear time). None when not even one character fits."""
+    known, size = None, 1  # known: the largest cut seen to fit
+    while True:
+        k = min(a + size, b)
+        if not fits(k):
+            return _longest(range((known or a) + 1, k), fits) or known
+        if k == b:
+            return b
+        known, size = k, size * 2
 
 
 def _pack(units: list[_Unit], budget: int, overlap: int) -> list[list[_Unit]]:

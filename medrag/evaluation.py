@@ -27,6 +27,7 @@ ANSWER_METRICS = (
     "abstention_rate",
     "red_flag_precision",
     "red_flag_recall",
+    "red_flag_help_accuracy",
     "red_flags_raised",
     "key_fact_recall",  # answer-usefulness items with key facts (medrag.usefulness)
     "narrower_as_general",  # share of answers that state a narrower source's fact as general
@@ -41,6 +42,7 @@ class Question:
     gold_doc_ids: list[str]
     source: str
     red_flag: bool | None = None  # None: not a red-flag-labelled question
+    help: str | None = None  # crisis | poison | emergency: the help a labelled emergency needs
     topic: str | None = None  # answer-usefulness items: what the question is about, in plain words
     key_facts: list[list[str]] | None = None  # answer-usefulness items: facts a good answer contains
     missing: str | None = None  # answer-usefulness items: what the corpus does not say
@@ -60,7 +62,7 @@ class Question:
 
 
 def load_questions(path: str | Path) -> list[Question]:
-    """Read a questions jsonl (`id, question, gold_doc_ids, source`; optional `red_flag`, or
+    """Read a questions jsonl (`id, question, gold_doc_ids, source`; optional `red_flag` and `help`, or
     `topic, key_facts, missing` for answer-usefulness items)."""
     out = []
     for n, line in jsonl_lines(path, "questions file", "pass a questions jsonl (id, question, gold_doc_ids, source)"):
@@ -72,6 +74,7 @@ def load_questions(path: str | Path) -> list[Question]:
                 gold_doc_ids=list(d.get("gold_doc_ids") or []),
                 source=d.get("source", "unknown"),
                 red_flag=None if d.get("red_flag") is None else bool(d["red_flag"]),
+                help=d.get("help"),
                 topic=d.get("topic"),
                 key_facts=None if d.get("key_facts") is None else [list(f) for f in d["key_facts"]],
                 missing=d.get("missing"),

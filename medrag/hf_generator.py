@@ -14,13 +14,21 @@ takes seconds, so waiting is the simpler correct choice. Downloads happen before
 A Hub adapter is fetched through medrag.hub, so versions() names the commit it resolved to
 ("user/repo@<sha>"). With `strict_adapter=False` an adapter that cannot be loaded at start-up
 leaves the base model answering alone, and `adapter_error` says why (the app shows it).
+
+Forks (ZeroGPU runs each GPU call in a worker forked from the app's process, see medrag.gpu): a
+fork waits while a swap or a load changes a model (`_NO_FORK`, taken by os.register_at_fork), so a
+worker never holds half an adapter; in the worker every lock and the gate start afresh, since the
+threads that held them in the parent do not exist there. `adapter_ref()` names the active adapter
+and its folder; `use_adapter(label, folder)` makes a worker's copy catch up after a swap.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +40,24 @@ from medrag.prompts import build_prompt, fit_sources
 from medrag.types import Chunk
 
 log = logging.getLogger(__name__)
+
+_NO_FORK = threading.Lock()  # held while a model changes: a fork in between would copy half a swap
+_LIVE: weakref.WeakSet[HFGenerator] = weakref.WeakSet()  # whose locks a forked child renews
+
+
+def _after_fork_in_child() -> None:
+    global _NO_FORK
+    _NO_FORK = threading.Lock()  # its holder was the forking thread's before-hook, which is gone here
+    for generator in list(_LIVE):
+        generator._renew_locks()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=lambda: _NO_FORK.acquire(),
+        after_in_parent=lambda: _NO_FORK.release(),
+        after_in_child=_after_fork_in_child,
+    )
 
 
 class HFGenerator(Generator):
@@ -64,12 +90,17 @@ class HFGenerator(Generator):
         self.adapter_error: str | None = None  # why the configured adapter is not in use (strict_adapter=False)
         self.active_adapter: str | None = None  # the peft adapter name now in use
         self._adapters: dict[str, str] = {}  # peft adapter name -> "repo@revision"
+        self._folders: dict[str, str] = {}  # peft adapter name -> the folder its files were loaded from
         self._count = 0
         self._tokenizer = self._model = self._lm = None  # _lm: the transformers model, LoRA layers injected in place
-        self._load_lock = threading.Lock()
-        self._gate = _SwapGate()
+        self._renew_locks()
+        _LIVE.add(self)
         self.last_warnings: list[str] = []  # of the last stream started: the UI shows them
         self.last_versions: dict[str, str] = {}  # of the last stream started: the adapter it pinned
+
+    def _renew_locks(self) -> None:
+        self._load_lock = threading.Lock()
+        self._gate = _SwapGate()
 
     @classmethod
     def from_config(cls, cfg: PipelineConfig) -> HFGenerator:
@@ -87,7 +118,7 @@ class HFGenerator(Generator):
 
     # --- loading -------------------------------------------------------------------------------
     def load(self) -> HFGenerator:
-        with self._load_lock:
+        with self._load_lock, _NO_FORK:
             if self._model is None:
                 self._tokenizer = self._load_tokenizer()
                 model = self._lm = self._load_model()
@@ -185,10 +216,11 @@ class HFGenerator(Generator):
                 "and holds adapter_config.json and adapter_model.safetensors"
             ) from e
         old, self.active_adapter = self.active_adapter, name
-        self._adapters[name] = label
+        self._adapters[name], self._folders[name] = label, str(folder)
         if old:  # no stream runs now (the gate is held, or nothing ran yet): free the old weights
             peft_model.delete_adapter(old)
             self._adapters.pop(old, None)
+            self._folders.pop(old, None)
         peft_model.eval()
         return peft_model
 
@@ -204,11 +236,27 @@ class HFGenerator(Generator):
         if folder is None:  # network stays outside the gate
             folder, revision = _resolve_adapter(adapter, revision)
         label = f"{adapter}@{revision}"
-        with self._gate.exclusive(), self._load_lock:
+        with self._gate.exclusive(), self._load_lock, _NO_FORK:
             self._model = self._attach(self._model, Path(folder), label)
             self.adapter, self.adapter_revision, self.adapter_error = adapter, revision, None
         log.info("Adapter %s is now active (%s)", label, self.active_adapter)
         return label
+
+    def adapter_ref(self) -> dict[str, str] | None:
+        """{"label": "repo@revision", "folder": ...} of the active adapter (None: the base model alone)."""
+        with self._load_lock:
+            name = self.active_adapter
+            return {"label": self._adapters[name], "folder": self._folders[name]} if name else None
+
+    def use_adapter(self, label: str, folder: str) -> None:
+        """Make the adapter `label` ("repo@revision", its files in `folder`) the active one unless it is already:
+        a ZeroGPU worker forked before a swap catches up with the app's process here."""
+        self.load()
+        with self._load_lock:
+            if self.active_adapter and self._adapters[self.active_adapter] == label:
+                return
+        repo, _, revision = label.rpartition("@")
+        self.load_adapter(repo, revision, folder=folder)
 
     def versions(self) -> dict[str, str]:
         out = {"base_model": self.base_model}
@@ -387,6 +435,7 @@ def _gpu_dtype():
     import torch
 
     try:
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        # a T4 (the README's suggested_hardware) "supports" bf16 only through slow emulation: fp16 there
+        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
     except Exception:  # no usable answer (an emulated device): fp16 runs on every GPU
         return torch.float16

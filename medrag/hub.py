@@ -4,7 +4,9 @@ Two short paths, as in bm25s's hub layer: `snapshot_download` into the Hugging F
 the caller loads the folder; or stage the folder with its card, then `upload_folder`. A local
 folder passes through `resolve_folder` untouched, so whatever takes a repo id also takes a
 folder. With HF_HUB_OFFLINE=1 a repo already in the cache still resolves (from the cache's refs).
-Every huggingface_hub error becomes a `HubError` naming the repo and what to do next. The token
+The training side has its own pair: the training data (a dataset repo holding `train.jsonl`) and
+the Trainer checkpoints of a run (folder `last/` on the adapter repo's `checkpoints` branch, so
+`main` only ever holds finished adapters). Every huggingface_hub error becomes a `HubError` naming the repo and what to do next. The token
 (HF_TOKEN or the cached login, which huggingface_hub reads itself) is never logged and is
 scrubbed from every message. Also here: the revision check behind the poll fallback,
 restarting a Space, and the webhook secret check.
@@ -37,6 +39,7 @@ from medrag.errors import HubError
 __all__ = [
     "ResolvedFolder", "resolve_folder", "download_index", "download_adapter", "push_index", "push_adapter",
     "index_card", "adapter_card", "latest_commit", "restart_space", "verify_webhook_secret",
+    "download_dataset", "push_dataset", "push_checkpoint", "download_checkpoint", "whoami",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,9 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"  # every index folder has one (medrag.index)
 ADAPTER_CONFIG = "adapter_config.json"  # what peft writes beside the adapter weights
 ADAPTER_FILES = [ADAPTER_CONFIG, "adapter_model.safetensors", "adapter_model.bin", "README.md"]  # no checkpoints
+TRAIN_FILE = "train.jsonl"  # every training data folder has one (medrag.sft_data)
+CHECKPOINT_BRANCH, CHECKPOINT_FOLDER = "checkpoints", "last"  # the Space watches main: checkpoints stay off it
+_NOT_UPLOADED = ["training_args.bin"]  # a pickle of the Trainer's arguments; resuming does not read it
 _COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
 _KIND = {"dataset": "dataset", "model": "model", "space": "Space"}
 _URL = {"dataset": "datasets/", "model": "", "space": "spaces/"}
@@ -84,6 +90,61 @@ def download_adapter(repo: str, revision: str = "main") -> ResolvedFolder:
     found = resolve_folder(repo, repo_type="model", revision=revision, allow_patterns=ADAPTER_FILES)
     _require(found, ADAPTER_CONFIG, f"push an adapter with medrag.hub.push_adapter(folder, '{repo}')")
     return found
+
+
+def download_dataset(repo: str, revision: str = "main") -> ResolvedFolder:
+    """A training data folder: local as it is, else the Hub dataset repo's snapshot."""
+    found = resolve_folder(repo, repo_type="dataset", revision=revision)
+    _require(found, TRAIN_FILE, f"build and push one with 'python -m medrag.sft_data ... --push-to-hub {repo}'")
+    return found
+
+
+def push_dataset(
+    folder: str | Path, repo_id: str, *, card: str, private: bool = False, token: str | None = None
+) -> str:
+    """Upload a training data folder and its dataset card as one commit; returns the commit sha."""
+    _read_json(Path(folder) / "manifest.json", "build it with 'python -m medrag.sft_data' first")
+    return _push(Path(folder), repo_id, "dataset", card, private, token, "Upload MedRAG training data")
+
+
+def push_checkpoint(folder: str | Path, repo_id: str, *, private: bool = False, token: str | None = None) -> str:
+    """Upload a Trainer checkpoint folder as `last/` of the repo's checkpoints branch; returns the commit sha."""
+    api = HfApi(token=token)
+    with _hub_errors(repo_id, CHECKPOINT_BRANCH, "model", token):
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        api.create_branch(repo_id, branch=CHECKPOINT_BRANCH, exist_ok=True)
+        sha = api.upload_folder(
+            folder_path=folder,
+            repo_id=repo_id,
+            path_in_repo=CHECKPOINT_FOLDER,
+            revision=CHECKPOINT_BRANCH,
+            ignore_patterns=_NOT_UPLOADED,
+            delete_patterns=["*"],  # under path_in_repo: files of the previous checkpoint that this one lacks
+            commit_message=f"Checkpoint {Path(folder).name}",
+        ).oid
+    log.info("pushed checkpoint %s to %s@%s (%s)", folder, repo_id, CHECKPOINT_BRANCH, sha)
+    return sha
+
+
+def download_checkpoint(repo_id: str, token: str | None = None) -> Path | None:
+    """The last checkpoint pushed to `repo_id`, downloaded; None when the repo or its checkpoints branch is missing."""
+    try:
+        with _hub_errors(repo_id, CHECKPOINT_BRANCH, "model", token):
+            path = snapshot_download(
+                repo_id, revision=CHECKPOINT_BRANCH, allow_patterns=[f"{CHECKPOINT_FOLDER}/*"], token=token
+            )
+    except HubError as e:
+        if isinstance(e.__cause__, hf.RepositoryNotFoundError | hf.RevisionNotFoundError):
+            return None  # no such repo or branch yet: nothing to resume
+        raise
+    folder = Path(path) / CHECKPOINT_FOLDER
+    return folder if (folder / "trainer_state.json").is_file() else None
+
+
+def whoami(token: str | None = None) -> str:
+    """The user name the token (HF_TOKEN or the cached login) belongs to."""
+    with _hub_errors("whoami", "main", "model", token):
+        return HfApi(token=token).whoami()["name"]
 
 
 def push_index(

@@ -8,22 +8,38 @@ On disk an index is a folder of plain files, no pickle:
 
 `save` writes into a hidden sibling folder and renames it into place, so `path` always holds a
 whole index. A crash between the two renames of a replacement leaves the previous index at a
-`.NAME.old-*` sibling; `load` moves it back when `path` is missing.
+`.NAME.old-*` sibling; `load` moves it back when `path` is missing. `save` (and `prepare_out`,
+which a build calls before any work) replaces only what the project wrote: `path` must be absent,
+an empty folder, or an index holding nothing its manifest does not list; anything else is refused
+and left as it is. Temporary folders of a build that died (`.NAME.tmp-<pid>-*` of a process gone)
+are removed then. An OS error while writing (read-only folder, full disk) is an IndexWriteError
+that says what failed, where and what to do; any previous index stays whole.
+
+`load` refuses (IndexLoadError naming the file, and the line, and saying to rebuild) a manifest
+that lists a file outside the folder or reached through a link, a file that does not match its
+sha256, a malformed chunks.jsonl row and malformed BM25 arrays or vocabulary, so a bad index
+fails when it opens, never at answer time. The Hugging Face cache's own links (snapshot files
+pointing into the repo's blobs folder) are the one kind of link followed.
 
 Shortcuts taken on purpose: BM25 scoring is done here on bm25s' CSC arrays with np.bincount
 (bm25s without numba uses np.add.at, several times slower); query and corpus share `analyze`.
+Cleaning leftovers asks the OS whether their process lives, which Windows cannot be asked
+safely: there leftovers stay.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hashlib
 import json
+import logging
 import math
 import os
 import re
 import secrets
 import shutil
+import stat
 import threading
 from pathlib import Path
 
@@ -35,13 +51,17 @@ from bm25s.stopwords import STOPWORDS_EN
 
 import medrag
 from medrag.embedder import same_model
-from medrag.errors import ConfigError, IndexLoadError
+from medrag.errors import ConfigError, IndexLoadError, IndexWriteError
 from medrag.types import Chunk
 
 FORMAT = "medrag-index/1"
+BM25_FILES = ("params.index.json", "vocab.index.json", "data.csc.index.npy", "indices.csc.index.npy",
+              "indptr.csc.index.npy")  # fmt: skip
+REQUIRED = ("index.faiss", "chunks.jsonl", *(f"bm25/{name}" for name in BM25_FILES))  # what load reads
 INDEX_TYPES = ("flat", "hnsw", "ivf")
 HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 64  # recall ~0.99 at k=50 on 40k vectors
 IVF_NPROBE = 16  # of ~4*sqrt(n) lists: a few percent of the vectors scanned per query
+log = logging.getLogger(__name__)
 faiss.cvar.distance_compute_blas_threshold = 20  # BLAS from 20 queries: ~6x faster batched search, same results
 
 _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -200,13 +220,16 @@ class VectorIndex:
 
     # --- disk ------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        """Write the folder atomically: a failure leaves any previous index at `path` untouched."""
+        """Write the folder atomically: a failure leaves any previous index at `path` untouched.
+        IndexWriteError when `path` holds other files (see `prepare_out`) or the OS refuses a write."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.name}.tmp-{secrets.token_hex(4)}"
+        prepare_out(path)
+        tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             tmp.mkdir()
-            faiss.write_index(self.faiss, str(tmp / "index.faiss"))
+            with open(tmp / "index.faiss", "wb") as f:  # through Python, so a failed write is an OSError
+                f.write(memoryview(faiss.serialize_index(self.faiss)))
             with open(tmp / "chunks.jsonl", "w", encoding="utf-8") as f:
                 for chunk in self.chunks:
                     f.write(json.dumps(chunk.to_dict(), ensure_ascii=False) + "\n")
@@ -218,7 +241,11 @@ class VectorIndex:
                 _fsync(tmp / name)
             _fsync(tmp / "bm25")
             _fsync(tmp)
+            prepare_out(path)  # again: another process may have put files there meanwhile
             _swap_into_place(tmp, path)
+            _clean_leftovers(path)  # an old index a crash left beside an absent `path` is replaced now
+        except OSError as e:
+            raise IndexWriteError(_write_failed(e, path)) from e
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return path
@@ -232,8 +259,8 @@ class VectorIndex:
         if not (path / "manifest.json").is_file():
             raise IndexLoadError(f"No index at {path}: run 'python index_builder.py'")
         try:
-            manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
+            manifest = json.loads(_member(path, "manifest.json", rebuild).read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError) as e:
             raise IndexLoadError(f"Index file {path}/manifest.json is unreadable ({e}): {rebuild}") from None
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             found = manifest.get("format") if isinstance(manifest, dict) else None
@@ -248,33 +275,278 @@ class VectorIndex:
         path = Path(path)
         manifest = cls.read_manifest(path)
         rebuild = f"rebuild it with 'python index_builder.py --out {path}'"
-        model, dim = manifest.get("embedding_model", "?"), manifest.get("dim")
+        _check_manifest(manifest, path, rebuild)
+        model, dim = manifest["embedding_model"], manifest["dim"]
         if (expect_model and not same_model(model, expect_model)) or (expect_dim and dim != expect_dim):
             raise IndexLoadError(
                 f"Index at {path} was built with model {model} (dim {dim}) but the configuration uses model "
                 f"{expect_model or model} (dim {expect_dim or dim}): {rebuild} or set MEDRAG_EMBEDDING_MODEL={model}"
             )
-        files = manifest.get("files") or {}
-        for name in sorted({"index.faiss", "chunks.jsonl", *files}):
-            if not (path / name).is_file():
-                raise IndexLoadError(f"Index file {path}/{name} is missing: {rebuild}")
-            if verify and files.get(name) != _sha256(path / name):
-                raise IndexLoadError(f"Index file {path}/{name} is corrupt (sha256 mismatch): {rebuild}")
+        files = manifest["files"]
+        unlisted = sorted(f"bm25/{p.name}" for p in _member_dir(path, "bm25", rebuild).iterdir()) if verify else []
+        for name in sorted({*REQUIRED, *files, *unlisted}):
+            member = _member(path, name, rebuild)
+            if verify and name not in files:
+                raise IndexLoadError(f"Index file {member} is not listed in manifest.json: {rebuild}")
+            if verify and files[name] != _sha256(member):
+                raise IndexLoadError(f"Index file {member} is corrupt (sha256 mismatch): {rebuild}")
         try:
             index = faiss.read_index(str(path / "index.faiss"))
-            _tune(index, manifest.get("index_type", "flat"), manifest.get("index_params") or {})
-            with open(path / "chunks.jsonl", encoding="utf-8") as f:
-                chunks = [Chunk.from_dict(json.loads(line)) for line in f if line.strip()]
+            _tune(index, manifest["index_type"], manifest["index_params"])
             bm25 = bm25s.BM25.load(str(path / "bm25"), allow_pickle=False, show_progress=False)
         except Exception as e:
             raise IndexLoadError(f"Index at {path} could not be read ({type(e).__name__}: {e}): {rebuild}") from None
-        counts = (index.ntotal, len(chunks), int(bm25.scores["num_docs"]), manifest.get("counts", {}).get("chunks"))
+        if not isinstance(index, _FAISS_TYPES[manifest["index_type"]]):
+            raise IndexLoadError(
+                f"Index file {path}/index.faiss holds a {type(index).__name__}, but manifest.json says "
+                f"{manifest['index_type']!r}: {rebuild}"
+            )
+        chunks = _read_chunks(path / "chunks.jsonl", rebuild)
+        if not _is_int(bm25.scores.get("num_docs")):
+            raise IndexLoadError(
+                f"Index file {path}/bm25/params.index.json is malformed (num_docs must be an integer, "
+                f"found {bm25.scores.get('num_docs')!r}): {rebuild}"
+            )
+        counts = (index.ntotal, len(chunks), bm25.scores["num_docs"], manifest["counts"]["chunks"])
         if len(set(counts)) != 1 or index.d != dim:
             raise IndexLoadError(
                 f"Index at {path} is inconsistent (vectors, chunks, BM25 documents, manifest: {counts}; "
                 f"dim {index.d} vs {dim}): {rebuild}"
             )
+        _check_bm25(path / "bm25", bm25, len(chunks), rebuild)
         return cls(chunks, index, bm25, manifest)
+
+
+# --- checks at load: a malformed index fails here, never at answer time ---------------------------
+_CHUNK_FIELDS = {"id": str, "doc_id": str, "title": str, "text": str, "url": str, "source": str,
+                 "position": int, "start": int, "end": int, "metadata": dict}  # fmt: skip
+_FAISS_TYPES = {"flat": faiss.IndexFlat, "hnsw": faiss.IndexHNSW, "ivf": faiss.IndexIVF}
+
+
+def _check_manifest(m: dict, path: Path, rebuild: str) -> None:
+    """The fields load and search use, with their types: a hand-edited manifest fails here."""
+    problems = [
+        ("embedding_model", isinstance(m.get("embedding_model"), str), "a model id"),
+        ("dim", _is_int(m.get("dim")) and m["dim"] > 0, "a positive integer"),
+        ("index_type", m.get("index_type") in INDEX_TYPES, f"one of {', '.join(INDEX_TYPES)}"),
+        ("index_params", isinstance(m.get("index_params"), dict), "an object"),
+        ("counts", isinstance(m.get("counts"), dict) and _is_int(m["counts"].get("chunks")), "{'chunks': N, ...}"),
+        ("files", isinstance(m.get("files"), dict) and all(isinstance(v, str) for v in m["files"].values()),
+         "an object of file names and sha256 digests"),
+    ]  # fmt: skip
+    for key, ok, expected in problems:
+        if not ok:
+            raise IndexLoadError(
+                f"Index file {path}/manifest.json is malformed: '{key}' must be {expected}, "
+                f"found {str(m.get(key))[:60]!r}: {rebuild}"
+            )
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _read_chunks(file: Path, rebuild: str) -> list[Chunk]:
+    """chunks.jsonl, each row checked: an object with every Chunk field, of its type, offsets consistent."""
+    chunks = []
+    with open(file, "rb") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except (ValueError, RecursionError) as e:
+                raise IndexLoadError(f"Index file {file} line {n} is not valid JSON ({e}): {rebuild}") from None
+            problem = _chunk_problem(row)
+            if problem:
+                raise IndexLoadError(f"Index file {file} line {n} is not a chunk ({problem}): {rebuild}")
+            chunks.append(Chunk(**{key: row[key] for key in _CHUNK_FIELDS}))
+    return chunks
+
+
+def _chunk_problem(row) -> str | None:
+    if not isinstance(row, dict):
+        return f"a JSON {type(row).__name__}, not an object"
+    for key, kind in _CHUNK_FIELDS.items():
+        if key not in row:
+            return f"no '{key}'"
+        if not isinstance(row[key], kind) or isinstance(row[key], bool):
+            return f"'{key}' is {type(row[key]).__name__}, not {kind.__name__}"
+    if not 0 <= row["start"] <= row["end"] or row["position"] < 0:
+        return f"position {row['position']}, offsets {row['start']}..{row['end']}: none may be negative"
+    return None
+
+
+def _check_bm25(folder: Path, bm25: bm25s.BM25, n_chunks: int, rebuild: str) -> None:
+    """The arrays search_bm25 indexes with, and the vocabulary that points into them."""
+
+    def bad(name: str, what: str) -> IndexLoadError:
+        return IndexLoadError(f"Index file {folder}/{name} is malformed ({what}): {rebuild}")
+
+    data, indices, indptr = (np.asarray(bm25.scores.get(k)) for k in ("data", "indices", "indptr"))
+    if data.ndim != 1 or data.dtype.kind != "f" or not np.isfinite(data).all():
+        raise bad("data.csc.index.npy", "scores must be one row of finite floats")
+    if indices.shape != data.shape or indices.dtype.kind not in "iu":
+        raise bad("indices.csc.index.npy", f"must be {len(data)} integers, one per score")
+    if indices.size and (indices.min() < 0 or indices.max() >= n_chunks):
+        raise bad("indices.csc.index.npy", f"chunk numbers must lie in 0..{n_chunks - 1}")
+    ok = indptr.ndim == 1 and indptr.dtype.kind in "iu" and indptr.size >= 1
+    if not ok or indptr[0] != 0 or indptr[-1] != len(data) or (np.diff(indptr) < 0).any():
+        raise bad("indptr.csc.index.npy", f"must rise from 0 to {len(data)}")
+    terms = len(indptr) - 1
+    vocab = bm25.vocab_dict
+    if not isinstance(vocab, dict) or not all(
+        isinstance(t, str) and _is_int(i) and (0 <= i < terms or t == "") for t, i in vocab.items()
+    ):  # bm25s keeps "" as a placeholder past the last term; analyze never yields it
+        raise bad("vocab.index.json", f"must map each term to a number in 0..{terms - 1}")
+
+
+def _member(folder: Path, name: str, rebuild: str) -> Path:
+    """folder/name, refused unless it is a regular file inside `folder` reached through no link
+    (except the Hugging Face cache's links from a snapshot into the repo's blobs folder)."""
+    parts = name.split("/") if isinstance(name, str) else [""]
+    if name.startswith("/") or "\\" in name or ":" in name or any(part in ("", ".", "..") for part in parts):
+        raise IndexLoadError(
+            f"Index at {folder} lists a file outside its folder in manifest.json ({name!r}): {rebuild}"
+        )
+    path = folder
+    for i, part in enumerate(parts):
+        path = path / part
+        try:
+            mode = os.lstat(path).st_mode
+            if stat.S_ISLNK(mode) and _cache_link(folder, path):
+                mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            raise IndexLoadError(f"Index file {path} is missing: {rebuild}") from None
+        except OSError as e:
+            raise IndexLoadError(f"Index file {path} cannot be read ({e.strerror}): {rebuild}") from None
+        if stat.S_ISLNK(mode):
+            raise IndexLoadError(
+                f"Index file {path} is a symbolic link: an index folder holds its own files; {rebuild}"
+            )
+        if not (stat.S_ISREG(mode) if i == len(parts) - 1 else stat.S_ISDIR(mode)):
+            raise IndexLoadError(f"Index file {path} is not a regular file: {rebuild}")
+    return path
+
+
+def _member_dir(folder: Path, name: str, rebuild: str) -> Path:
+    path = folder / name
+    if path.is_symlink() or not path.is_dir():
+        raise IndexLoadError(f"Index folder {path} is missing or a link: {rebuild}")
+    return path
+
+
+def _cache_link(folder: Path, link: Path) -> bool:
+    """True for a Hugging Face cache snapshot's link into its repo's blobs folder (which is no link)."""
+    repo = folder.parent.parent
+    blobs = repo / "blobs"
+    if folder.parent.name != "snapshots" or blobs.is_symlink() or not blobs.is_dir():
+        return False
+    return link.resolve().is_relative_to(blobs.resolve())
+
+
+# --- where an index may be written -----------------------------------------------------------------
+def prepare_out(path: str | Path) -> None:
+    """Refuse (IndexWriteError) an output folder that may hold files the project did not write, and
+    remove what builds that died left beside it. Accepted: absent, an empty folder, or an index
+    (by its manifest) holding nothing else. Called before a build starts, and again by `save`."""
+    path = Path(path)
+    todo = "choose an absent or empty folder, or an index folder to replace; nothing was changed"
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        _clean_leftovers(path)
+        return
+    except OSError as e:
+        raise IndexWriteError(f"Cannot use {path} for the index ({e.strerror}): {todo}") from None
+    if stat.S_ISLNK(mode):
+        raise IndexWriteError(f"{path} is a symbolic link: pass the folder it points to ({os.readlink(path)})")
+    if not stat.S_ISDIR(mode):
+        raise IndexWriteError(f"{path} exists and is not a folder: {todo}")
+    try:
+        entries = os.listdir(path)
+        if entries:
+            foreign = _foreign_files(path)
+            if foreign is None:
+                raise IndexWriteError(f"{path} is not empty and holds no MedRAG index (no manifest.json): {todo}")
+            if foreign:
+                shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+                raise IndexWriteError(
+                    f"{path} holds an index and files it did not write ({shown}): move them out or {todo}"
+                )
+    except OSError as e:
+        raise IndexWriteError(f"Cannot read {path} ({e.strerror}): {todo}") from None
+    _clean_leftovers(path)
+
+
+def _foreign_files(path: Path) -> list[str] | None:
+    """Entries of an index folder that its manifest does not account for; None when it is no index."""
+    try:
+        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    files = manifest.get("files") if isinstance(manifest, dict) and manifest.get("format") == FORMAT else None
+    if not isinstance(files, dict):
+        return None
+    ours = {"manifest.json", *files}
+    ours |= {"/".join(name.split("/")[:i]) for name in files for i in range(1, name.count("/") + 1)}  # their folders
+    found = []
+    for root, dirs, names in os.walk(path):  # links are listed, never followed
+        for name in sorted([*dirs, *names]):
+            rel = Path(root, name).relative_to(path).as_posix()
+            if rel not in ours:
+                found.append(rel)
+        dirs[:] = [d for d in dirs if Path(root, d).relative_to(path).as_posix() in ours]
+    return found
+
+
+def _clean_leftovers(path: Path) -> None:
+    """Remove `.NAME.tmp-<pid>-*` siblings of a process that is gone, and `.NAME.old-*` ones once
+    `path` is an index again (both are left only by a build that died mid-way)."""
+    if os.name == "nt" or not path.parent.is_dir():
+        return  # on Windows, os.kill(pid, 0) would not ask whether a process lives
+    swapped = (path / "manifest.json").is_file()
+    for entry in os.scandir(path.parent):
+        tmp, old = entry.name.startswith(f".{path.name}.tmp-"), entry.name.startswith(f".{path.name}.old-")
+        if (tmp and not _alive(entry.name.split(".tmp-", 1)[1])) or (old and swapped):
+            log.info("removing %s, left by an interrupted index build", entry.path)
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                Path(entry.path).unlink(missing_ok=True)
+
+
+def _alive(tag: str) -> bool:
+    """Whether the process that named a temporary folder `<pid>-<hex>` still runs."""
+    pid = tag.split("-", 1)[0]
+    if not pid.isdigit():
+        return False  # a name from before the pid was part of it
+    if int(pid) == os.getpid():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists, owned by someone else
+    return True
+
+
+def _write_failed(error: OSError, path: Path) -> str:
+    """One line: what failed, where, what to do."""
+    where = error.filename or path
+    todo = {
+        errno.ENOSPC: "free some disk space or choose a folder on another disk",
+        errno.EDQUOT: "free some space in your quota or choose another folder",
+        errno.EROFS: "the file system is read-only: choose a folder you can write to",
+        errno.EACCES: "choose a folder you can write to",
+        errno.EPERM: "choose a folder you can write to",
+        errno.EFBIG: "the file is larger than this system allows: choose a folder on another disk",
+    }.get(error.errno, "check the folder and try again")
+    return (
+        f"Could not write the index to {path}: {error.strerror or error} ({where}): {todo}; "
+        "any index already there is unchanged"
+    )
 
 
 def _make_faiss(vectors: np.ndarray, index_type: str, params: dict):

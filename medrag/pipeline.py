@@ -7,22 +7,32 @@ or constructing a pipeline is cheap and a test can hand in fakes. `stream()` yie
 serves every visitor of the app concurrently. `swap()` replaces the index or generator for the
 next questions (medrag.refresh does this on a Hub push); an answer pins the retriever, generator
 and versions it started with. An index from a Hub repo is reported as "repo@<commit sha>".
+
+`answer`/`stream` check their own arguments: a question that is not text or holds a lone
+surrogate gets an `Answer(kind="invalid")` saying what to do, like any unusable question; a
+top_k, mode, temperature or max_new_tokens out of its range (below) raises InputError naming
+the argument, the value and the range. The configured index folder is opened as it is: one that
+exists but is no index is an error, never wiped; only the default folder (data/index) is built
+from the sample corpus, so a mistyped MEDRAG_INDEX_DIR never serves the sample corpus unnoticed.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from medrag.citations import check_citations
-from medrag.config import PipelineConfig
-from medrag.errors import IndexLoadError
-from medrag.prompts import CANNOT_ANSWER_PHRASE, DISCLAIMER, URGENT_CARE_MESSAGE
-from medrag.retriever import evidence
+from medrag.config import DEFAULT_INDEX_DIR, PipelineConfig
+from medrag.errors import ConfigError, IndexLoadError, InputError
+from medrag.language import reads_as_english
+from medrag.prompts import CANNOT_ANSWER_PHRASE, DISCLAIMER, NOT_ENGLISH_MESSAGE, URGENT_MESSAGES
+from medrag.retriever import MODES, evidence
 from medrag.safety import check_input, clean_question, detect_red_flag
 from medrag.types import Answer
 
@@ -33,6 +43,74 @@ _FOLLOW_UP = re.compile(
     r"|\b(it|its|this|that|these|those|they|them|their|he|she|the same)\b",
     re.IGNORECASE,
 )
+
+
+TOP_K = (1, 20)  # sources per answer: the app offers 1-10; past 20 the generator's 2,048 context tokens drop them
+TEMPERATURE = (0.0, 2.0)  # what OpenAI-compatible servers accept; 0 is greedy decoding
+MAX_NEW_TOKENS = (1, 4096)  # a thorough answer is under 1,000; Mistral's window holds 4,096 beside a full prompt
+OPTIONS = ("top_k", "mode", "temperature", "max_new_tokens")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def check_options(overrides: Mapping, config: PipelineConfig) -> dict:
+    """The top_k and mode an answer uses, and the generator settings overridden: a bad override is an
+    InputError naming it, its value and what is allowed; a bad configured default, a ConfigError."""
+    unknown = sorted(set(overrides) - set(OPTIONS))
+    if unknown:
+        raise InputError(f"Unknown option {unknown[0]!r}: the options are {', '.join(OPTIONS)}")
+    given = {k: v for k, v in overrides.items() if v is not None}  # None: the configured default
+    out = {"top_k": given.get("top_k", config.top_k), "mode": given.get("mode", config.retrieval_mode)}
+    out.update({k: given[k] for k in ("temperature", "max_new_tokens") if k in given})
+    checks = {
+        "top_k": (lambda v: _is_int(v) and TOP_K[0] <= v <= TOP_K[1], f"an integer from {TOP_K[0]} to {TOP_K[1]}"),
+        "mode": (lambda v: isinstance(v, str) and v in MODES, f"one of {', '.join(MODES)}"),
+        "temperature": (
+            lambda v: _is_number(v) and TEMPERATURE[0] <= v <= TEMPERATURE[1],
+            f"a number from {TEMPERATURE[0]} to {TEMPERATURE[1]}",
+        ),
+        "max_new_tokens": (
+            lambda v: _is_int(v) and MAX_NEW_TOKENS[0] <= v <= MAX_NEW_TOKENS[1],
+            f"an integer from {MAX_NEW_TOKENS[0]} to {MAX_NEW_TOKENS[1]}",
+        ),
+    }
+    for name, value in out.items():
+        ok, allowed = checks[name]
+        if not ok(value):
+            if name in given:
+                raise InputError(f"{name}={value!r:.60} is not allowed: {name} must be {allowed}")
+            setting = "MEDRAG_RETRIEVAL_MODE" if name == "mode" else f"MEDRAG_{name.upper()}"
+            raise ConfigError(f"{setting}={value!r:.60} is not allowed: it must be {allowed}; fix or unset it")
+    return out
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def question_problem(question) -> str | None:
+    """What makes `question` unreadable before its content is looked at (check_input does that), else None."""
+    if question is not None and not isinstance(question, str):
+        return f"The question must be text, not {type(question).__name__}: send it as a string (UTF-8)."
+    if isinstance(question, str) and (bad := _SURROGATE.search(question)):
+        return (
+            f"Your question contains a broken character (a lone surrogate, U+{ord(bad.group()):04X}) that "
+            "cannot be read. Please retype it or paste it as plain text."
+        )
+    return None
+
+
+def _check_history(history) -> None:
+    if history is None:
+        return
+    if isinstance(history, (str, bytes)) or not isinstance(history, Sequence):
+        raise InputError(f"history must be a list of {{'role', 'content'}} messages, not {type(history).__name__}")
+    bad = next((m for m in history if not isinstance(m, Mapping)), None)
+    if bad is not None:
+        raise InputError(f"history must hold {{'role', 'content'}} messages, not {type(bad).__name__}: {bad!r:.40}")
 
 
 def retrieval_query(question: str, history: Sequence[dict] | None, turns: int = 1) -> str:
@@ -125,16 +203,22 @@ class RAGPipeline:
         """Yield growing partial answers; overrides: top_k, mode, temperature, max_new_tokens."""
         t0 = time.perf_counter()
         cfg = self.config
-        problem = check_input(question or "", cfg.max_question_chars)
+        options = check_options(overrides, cfg)
+        _check_history(history)
+        problem = question_problem(question) or check_input(question or "", cfg.max_question_chars)
         if problem:
-            yield self._finish(
-                Answer(question or "", problem, kind="invalid", declined=True, decline_reason="bad_input"), t0
-            )
+            shown = _SURROGATE.sub("\ufffd", question) if isinstance(question, str) else ""
+            yield self._finish(Answer(shown, problem, kind="invalid", declined=True, decline_reason="bad_input"), t0)
             return
         question = clean_question(question)
-        if detect_red_flag(question):
+        flag = detect_red_flag(question, self.embedder)  # rules, then the classifier on the question's embedding
+        if flag:
+            urgent = URGENT_MESSAGES[flag.help]  # crisis line, poison control, or the emergency number
+            yield self._finish(Answer(question, urgent, kind="urgent", declined=True, decline_reason="red_flag"), t0)
+            return
+        if not reads_as_english(question):  # the sources and models are English: say so, with the emergency line
             yield self._finish(
-                Answer(question, URGENT_CARE_MESSAGE, kind="urgent", declined=True, decline_reason="red_flag"), t0
+                Answer(question, NOT_ENGLISH_MESSAGE, kind="invalid", declined=True, decline_reason="not_english"), t0
             )
             return
 
@@ -142,9 +226,7 @@ class RAGPipeline:
             retriever, generator = self.retriever, self.generator
             versions = self.versions()  # names the index and generator just pinned
         query = retrieval_query(question, history, cfg.history_turns)
-        hits = retriever.search(
-            query, k=overrides.get("top_k") or cfg.top_k, mode=overrides.get("mode") or cfg.retrieval_mode
-        )
+        hits = retriever.search(query, k=options["top_k"], mode=options["mode"])
         t_retrieved = time.perf_counter()
         timings = {"retrieval": t_retrieved - t0}
         common = getattr(self.embedder, "is_common_word", None)
@@ -163,7 +245,7 @@ class RAGPipeline:
             return
 
         text, info = "", {}
-        gen_kwargs = {k: overrides[k] for k in ("temperature", "max_new_tokens") if overrides.get(k) is not None}
+        gen_kwargs = {k: options[k] for k in ("temperature", "max_new_tokens") if k in options}
         for delta in generator.stream(question, [h.chunk for h in hits], history, info=info, **gen_kwargs):
             if not delta:
                 continue
@@ -208,17 +290,30 @@ def load_configured_index(config: PipelineConfig, embedder=None):
 
 def open_configured_index(config: PipelineConfig, embedder=None):
     """The configured index and where it came from: "repo@commit" for a Hub repo, else None."""
-    from medrag.index import VectorIndex
+    from medrag.indexes import open_index
 
+    if config.index_engine == "milvus":
+        return open_index(config.milvus_uri, config), f"milvus:{config.milvus_collection}"
     if config.index_repo:
         return load_hub_index(config.index_repo, config.index_revision, config)
     path = Path(config.index_dir)
-    if not (path / "manifest.json").exists() and Path(config.sample_docs).is_dir():
-        from medrag.build import ensure_index
+    if not (path / "manifest.json").exists():
+        build = f"'python index_builder.py --docs YOUR_DOCUMENTS --out {path}'"
+        sample = "or unset MEDRAG_INDEX_DIR to serve the built-in sample corpus"
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise IndexLoadError(
+                f"The index folder {path} (MEDRAG_INDEX_DIR) exists but holds no MedRAG index (no manifest.json); "
+                f"nothing in it was changed. Point MEDRAG_INDEX_DIR at an index folder, build one with {build}, "
+                f"{sample}"
+            )
+        if path.resolve() != DEFAULT_INDEX_DIR.resolve():
+            raise IndexLoadError(f"No index at {path} (MEDRAG_INDEX_DIR): build it with {build}, {sample}")
+        if Path(config.sample_docs).is_dir():
+            from medrag.build import ensure_index
 
-        log.info("no index at %s: building it from the sample corpus %s", path, config.sample_docs)
-        ensure_index([config.sample_docs], path, config, embedder=embedder)
-    return VectorIndex.load(path, expect_model=config.embedding_model, expect_dim=config.embedding_dim), None
+            log.info("no index at %s: building it from the sample corpus %s", path, config.sample_docs)
+            ensure_index([config.sample_docs], path, config, embedder=embedder)
+    return open_index(path, config), None
 
 
 def load_hub_index(repo: str, revision: str, config: PipelineConfig):
@@ -229,6 +324,7 @@ def load_hub_index(repo: str, revision: str, config: PipelineConfig):
     from medrag.embedder import same_model
     from medrag.hub import download_index
     from medrag.index import VectorIndex
+    from medrag.indexes import open_index
 
     found = download_index(repo, revision)
     source = f"{repo}@{found.commit}"
@@ -236,8 +332,7 @@ def load_hub_index(repo: str, revision: str, config: PipelineConfig):
         manifest = VectorIndex.read_manifest(found.path)
         model, dim = manifest.get("embedding_model", "?"), manifest.get("dim")
         if same_model(str(model), config.embedding_model) and dim == config.embedding_dim:
-            index = VectorIndex.load(found.path, expect_model=config.embedding_model, expect_dim=config.embedding_dim)
-            return index, source
+            return open_index(found.path, config, verify=True), source  # a download is hashed once
     except IndexLoadError as e:
         raise IndexLoadError(
             f"The index in dataset repo {source} cannot be loaded: {e}; push it again with "

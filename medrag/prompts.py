@@ -22,9 +22,17 @@ DISCLAIMER = (
     "For advice about your own health, talk to a doctor, nurse or pharmacist."
 )
 
-# Wording follows NHS "When to call 999" (nhs.uk/nhs-services/urgent-and-emergency-care-services/when-to-call-999/),
-# MedlinePlus "Recognizing medical emergencies" (medlineplus.gov/ency/article/001927.htm) and the
-# 988 Suicide & Crisis Lifeline (988lifeline.org). No generation happens for these questions.
+# The fixed answers to a red flag (medrag.safety), one per kind of help; no generation happens for
+# these questions. Every number and instruction comes from the source named in the message:
+# NHS "When to call 999" (nhs.uk/nhs-services/urgent-and-emergency-care-services/when-to-call-999/),
+# MedlinePlus "Recognizing medical emergencies" (medlineplus.gov/ency/article/001927.htm),
+# 988 Suicide & Crisis Lifeline (988lifeline.org: call or text 988), Samaritans (samaritans.org:
+# 116 123, free, day or night), NHS "Help for suicidal thoughts" (nhs.uk/mental-health/feelings-
+# symptoms-behaviours/behaviours/help-for-suicidal-thoughts/), Poison Help (poisonhelp.hrsa.gov:
+# 1-800-222-1222 reaches the local US poison center; call 911 if someone is unconscious or has
+# trouble breathing), NHS "Poisoning" (nhs.uk/conditions/poisoning/: call 999 or go to A&E if someone
+# may have swallowed, touched or breathed in something harmful; NHS 111 if unsure it is harmful; do
+# not make them sick), and 112, the emergency number in every EU country (European Commission).
 URGENT_CARE_MESSAGE = (
     "This may be a medical emergency. Call your local emergency number now "
     "(911 in the US, 999 in the UK, 112 in the EU) or go to the nearest emergency department. "
@@ -34,6 +42,41 @@ URGENT_CARE_MESSAGE = (
     "emergency number. "
     'Sources: NHS "When to call 999"; MedlinePlus "Recognizing medical emergencies"; '
     "988 Suicide & Crisis Lifeline."
+)
+
+CRISIS_MESSAGE = (
+    "It sounds like you may be thinking about ending your life or harming yourself, or someone "
+    "with you is. You do not have to face this alone: call or text 988 in the US (988 Suicide & "
+    "Crisis Lifeline), call Samaritans on 116 123 in the UK (free, day or night), or call your local "
+    "crisis line. If a life is in danger now, or someone has already hurt themselves or taken "
+    "something, call your emergency number (911 in the US, 999 in the UK, 112 in the EU) or go to "
+    "the nearest emergency department. "
+    'Sources: 988 Suicide & Crisis Lifeline; Samaritans; NHS "Help for suicidal thoughts".'
+)
+
+POISON_MESSAGE = (
+    "Someone may have swallowed, breathed in or touched something harmful, or taken too much of a "
+    "medicine. If they are unconscious, having a fit or having trouble breathing, call your "
+    "emergency number now (911 in the US, 999 in the UK, 112 in the EU). "
+    "In the US, call Poison Help on 1-800-222-1222 now, even if they seem well; it connects you "
+    "to your local poison center. In the UK, call 999 or go to A&E; call NHS 111 if you are not "
+    "sure the substance is harmful. Do not try to make them sick, and keep the packet or "
+    "container to show. If it was taken on purpose, you can also call or text 988 (US) or call "
+    "Samaritans on 116 123 (UK). "
+    'Sources: Poison Help (HRSA); NHS "Poisoning"; 988 Suicide & Crisis Lifeline; Samaritans.'
+)
+
+URGENT_MESSAGES = {  # RedFlag.help -> the message the pipeline answers with
+    "emergency": URGENT_CARE_MESSAGE,
+    "crisis": CRISIS_MESSAGE,
+    "poison": POISON_MESSAGE,
+}
+
+NOT_ENGLISH_MESSAGE = (
+    "This app reads questions in English only; please ask in English. "
+    "If this is an emergency, call your local emergency number now: 112 in the EU and many other "
+    "countries, 911 in the US and Canada, 999 in the UK. "
+    'Sources: European Commission "112, the European emergency number"; NHS "When to call 999".'
 )
 
 GROUNDED_INSTRUCTIONS = """You are MedRAG, a careful medical information assistant.

@@ -9,33 +9,41 @@ index by loading the new `VectorIndex` fully (manifest checked) and then `pipeli
 (answers in flight keep the retriever they pinned). A failure keeps the old one and is kept in
 `last_error` with its time. Checks run one at a time (a lock); a check that finds the commit in use
 does nothing. Two triggers: a poll thread (`start_polling`, every `config.poll_interval` s) and the
-Hub webhook, served beside the Gradio UI by huggingface_hub's `WebhooksServer` (`serve`).
+Hub webhook, a route `serve` adds to the Gradio app at `WEBHOOK_PATH`.
 
-The webhook secret: the library's own check compares with `!=` (not constant-time) and answers a
-wrong secret with 403, so `serve` turns it off and the endpoint checks `X-Webhook-Secret` itself
-(`medrag.hub.verify_webhook_secret`, hmac.compare_digest) before reading the body: 401 and nothing
-done. Without a secret the endpoint is not registered at all.
+Why `/gradio_api/webhooks/medrag`: Spaces serve Gradio with server-side rendering, where a Node
+server takes the public port and forwards to Python only its own list of path prefixes
+(`/gradio_api`, `/config`, ...: gradio's templates/node/build/proxy_routes.js); any other POST,
+such as huggingface_hub's `WebhooksServer` path `/webhooks/<name>`, gets 405 from Node. A route
+under `/gradio_api` reaches Python with SSR on or off, so SSR (faster first paint) stays on.
+The route goes in through `launch(app_kwargs={"routes": [...]})`, so it exists before the server
+answers its first request.
+
+The webhook secret: the endpoint checks `X-Webhook-Secret` (`medrag.hub.verify_webhook_secret`,
+hmac.compare_digest) before reading the body: 401 and nothing done. A body over 1 MB gets 413, one
+that is not JSON or is nested too deep to parse gets 400; nothing is done for either. Without a
+secret the route is not added at all.
 
 Shortcuts on purpose: a commit that failed to load is not tried again until the next push (a Hub
 error that may be passing, such as a timeout, is retried at the next check); only the latest error is
-kept. ZeroGPU: `@spaces.GPU` calls run in worker processes forked from the main one, and a worker
-that is already running may hold a copy of the model from before a swap; the swap reaches new workers
-only. Where that matters, `medrag.hub.restart_space` (the training notebook's last cell) restarts the
-Space instead, which loads the newest commit at start-up.
+kept. ZeroGPU: `@spaces.GPU` calls run in worker processes forked from the main one, which keep a
+copy of the model; each call names the adapter in use here and a worker that holds an older one
+loads it first (medrag.gpu), so an adapter swap reaches every answer after it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
-import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from medrag.config import PipelineConfig
 from medrag.errors import HubError, MedRAGError, ModelLoadError
@@ -44,7 +52,8 @@ from medrag.hub import download_adapter, latest_commit, verify_webhook_secret
 log = logging.getLogger(__name__)
 
 KINDS = {"adapter": ("model", "adapter", "adapter_revision"), "index": ("dataset", "index_repo", "index_revision")}
-WEBHOOK_NAME = "medrag"  # WebhooksServer serves it at /webhooks/medrag
+WEBHOOK_PATH = "/gradio_api/webhooks/medrag"  # under /gradio_api: SSR's Node front server forwards it (see above)
+MAX_WEBHOOK_BYTES = 1 << 20  # a Hub webhook payload is a few KB
 _SHA = re.compile(r"[0-9a-f]{40}")
 
 
@@ -240,7 +249,7 @@ class Refresher:
 
         try:
             payload = WebhookPayload.model_validate(body)
-        except ValidationError:
+        except (ValidationError, RecursionError):
             return 400, {"error": "not a Hub webhook payload: see https://huggingface.co/docs/hub/webhooks"}
         kind, reason = self.route(payload)
         if kind is None:
@@ -253,26 +262,34 @@ class Refresher:
 
 
 def webhook_endpoint(refresher: Refresher, secret: str):
-    """The FastAPI route for the Hub webhook: secret first (constant time, 401), then the payload."""
+    """The route's handler: secret first (constant time, 401), then the size, the JSON and the payload."""
 
     async def medrag(request: Request):
         if not verify_webhook_secret(request.headers.get("x-webhook-secret"), secret):
             log.warning("refused a webhook call: missing or wrong X-Webhook-Secret")
             return JSONResponse({"error": "missing or wrong X-Webhook-Secret"}, status_code=401)
+        too_big = JSONResponse({"error": f"the body is over {MAX_WEBHOOK_BYTES} bytes: not a Hub webhook"}, 413)
+        if int(request.headers.get("content-length") or 0) > MAX_WEBHOOK_BYTES:
+            return too_big
+        body = b""
+        async for part in request.stream():
+            body += part
+            if len(body) > MAX_WEBHOOK_BYTES:
+                return too_big
         try:
-            body = await request.json()
-        except ValueError:
-            body = None
-        status, answer = refresher.handle_webhook(body)
+            payload = json.loads(body)
+        except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python parses
+            return JSONResponse({"error": "the body is not JSON a Hub webhook sends: nothing done"}, status_code=400)
+        status, answer = refresher.handle_webhook(payload)
         return JSONResponse(answer, status_code=status)
 
     return medrag
 
 
-def serve(demo, refresher: Refresher, **launch_kwargs):
-    """Launch `demo` (already queued), with the refresh webhook when `config.webhook_secret` is set.
+def serve(demo, refresher: Refresher, **launch_kwargs) -> str | None:
+    """Launch `demo` (already queued), with the refresh webhook route when `config.webhook_secret` is set.
 
-    Returns the WebhooksServer, or None without a secret; blocks unless `prevent_thread_lock=True`.
+    Returns the webhook's path, or None without a secret; blocks unless `prevent_thread_lock=True`.
     """
     secret = refresher.config.webhook_secret
     if not secret:
@@ -281,18 +298,15 @@ def serve(demo, refresher: Refresher, **launch_kwargs):
         )
         demo.launch(**launch_kwargs)
         return None
-    from huggingface_hub import WebhooksServer
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*WebhooksServer.* is experimental")
-        server = WebhooksServer(ui=demo, webhook_secret=secret)
-    server.webhook_secret = None  # its check is `!=` and answers 403; webhook_endpoint checks instead
-    server.add_webhook(WEBHOOK_NAME)(webhook_endpoint(refresher, secret))
-    refresher.webhook_path = f"/webhooks/{WEBHOOK_NAME}"
-    launch_kwargs.setdefault("share", False)  # off Spaces WebhooksServer would open a public share link
-    log.info("refresh webhook on: POST %s with the header X-Webhook-Secret", refresher.webhook_path)
-    server.launch(**launch_kwargs)
-    return server
+    app_kwargs = dict(launch_kwargs.pop("app_kwargs", None) or {})
+    app_kwargs["routes"] = [
+        *app_kwargs.get("routes", []),
+        Route(WEBHOOK_PATH, webhook_endpoint(refresher, secret), methods=["POST"]),
+    ]
+    refresher.webhook_path = WEBHOOK_PATH
+    log.info("refresh webhook on: POST %s with the header X-Webhook-Secret", WEBHOOK_PATH)
+    demo.launch(app_kwargs=app_kwargs, **launch_kwargs)
+    return WEBHOOK_PATH
 
 
 def _poll_note(refresher: Refresher) -> str:

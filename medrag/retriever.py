@@ -43,8 +43,12 @@ class Retriever:
     def __init__(self, index: VectorIndex, embedder, config: PipelineConfig | None = None):
         self.index, self.embedder = index, embedder  # embedder: anything with embed(texts) -> (n, d) array
         self.config = config or PipelineConfig()
-        self._topics = [chunk_topic(c) for c in index.chunks]  # for the section prior (medrag.sections)
-        self._sections = [chunk_section(c) for c in index.chunks]
+        labels = getattr(index, "row_labels", None)  # a large on-disk index keeps them per row: no chunk is read
+        if labels is not None:
+            self._topics, self._sections = labels()
+        else:
+            self._topics = [chunk_topic(c) for c in index.chunks]  # for the section prior (medrag.sections)
+            self._sections = [chunk_section(c) for c in index.chunks]
 
     evidence = staticmethod(evidence)  # so the pipeline can ask the retriever it holds
 

@@ -2,31 +2,73 @@
 
 `check_input` refuses input that is not a usable question (empty, too long, control characters)
 with a message the user can act on. `detect_red_flag` spots a person describing an emergency
-happening now, so the pipeline answers with the fixed urgent-care message and generates nothing.
+happening now, so the pipeline answers with a fixed urgent message (medrag.prompts.URGENT_MESSAGES,
+one per kind of help: `crisis`, `poison`, `emergency`) and generates nothing.
 
-The rules are regexes over lowercased text with contractions spelled out ("can't" -> "can not").
-Most pair a speaker or patient ("i", "he", "my son") with an emergency in the present tense, so
-"my baby is having a seizure" fires and "what is a febrile seizure?" does not. A few phrases are
-urgent on their own ("not breathing", "kill myself", "overdosed").
+Two detectors, combined so that a miss needs both to miss:
+- rules: regexes over lowercased text with contractions spelled out ("can't" -> "can not"), for
+  the unmistakable. Most pair a speaker or patient ("i", "he", "my son") with an emergency in the
+  present tense, so "my baby is having a seizure" fires and "what is a febrile seizure?" does not.
+  A few phrases are urgent on their own ("not breathing", "kill myself", "overdosed").
+- a classifier on the question's embedding (medrag.red_flag_model), for everything people write
+  that no rule foresaw ("nobody would miss me if I was gone", "grandma suddenly can't speak
+  properly"). It runs when an embedder of the model it was trained on is given and the question
+  reads as English (medrag.language); otherwise only the rules run.
 
 Shortcuts taken on purpose:
-- English only, and rules rather than a classifier: readable, testable, and no model to load.
 - A subject-anchored rule is skipped right after "if"/"when" ("what should I do if my child has a
   seizure?" is a question about first aid); a standalone phrase is never skipped.
-- It leans towards firing: a false alarm costs a reader one click, a miss could cost far more.
+- Both lean towards firing: a false alarm costs a reader one click, a miss could cost far more.
+- A "word" longer than 50 characters (base64, a hash, a long URL) is dropped before the rules run:
+  no English word is that long, and it keeps every rule linear in the length of the text.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 from dataclasses import dataclass
 
+import numpy as np
+
+from medrag.errors import MedRAGError
+from medrag.language import reads_as_english
+
+log = logging.getLogger(__name__)
+
+# every kind of emergency the labelled set (data/eval/red_flags.jsonl) covers -> the help it needs
+CATEGORIES: dict[str, str] = {
+    "heart_attack": "emergency",
+    "stroke": "emergency",
+    "suicide_self_harm": "crisis",
+    "overdose_poisoning": "poison",
+    "severe_bleeding": "emergency",
+    "anaphylaxis": "emergency",
+    "unresponsive": "emergency",
+    "seizure": "emergency",
+    "breathing": "emergency",
+    "worst_headache": "emergency",
+    "meningitis": "emergency",
+    "pregnancy": "emergency",
+    "baby_child": "emergency",
+    "sepsis": "emergency",
+    "head_injury": "emergency",
+    "diabetic": "emergency",
+    "burns": "emergency",
+    "heat_cold": "emergency",
+    "injury": "emergency",
+}
+HELP_CATEGORY = {"crisis": "suicide_self_harm", "poison": "overdose_poisoning", "emergency": "emergency"}
+
 
 @dataclass(frozen=True)
 class RedFlag:
-    category: str  # heart_attack, stroke, suicide_self_harm, ... (see RULES)
-    matched: str  # the words that fired, from the normalised question
+    category: str  # a CATEGORIES key from a rule; suicide_self_harm, overdose_poisoning or emergency from the model
+    matched: str  # the words that fired, from the normalised question ("" when the model fired)
+    help: str = "emergency"  # crisis | poison | emergency: which urgent message applies
+    by: str = "rules"  # rules | model
+    score: float | None = None  # the model's log-odds, when the model fired
 
 
 def clean_question(question: str) -> str:
@@ -55,7 +97,7 @@ def check_input(question: str, max_chars: int) -> str | None:
 
 # --- building blocks: UPPERCASE words in a rule are replaced by these (the text itself is lowercase) ---
 _PARTS = {
-    "WORD": r"[\w'-]+",
+    "WORD": r"[\w'-]{1,50}",
     "KIN": r"(?:baby|infant|newborn|toddler|child|kid|son|daughter|boy|girl|husband|wife|partner|mom|mum|mother"
     r"|dad|father|gran|grandma|grandpa|grandad|granddad|grandmother|grandfather|nan|aunt|uncle|cousin|friend"
     r"|brother|sister|boyfriend|girlfriend|roommate|neighbou?r|coworker|colleague)",
@@ -66,13 +108,13 @@ _PARTS = {
     r"|cleaning (?:product|fluid|spray)|nail polish remover|magnets)",
     "ALLERGEN": r"\b(?:allerg\w*|stings?|stung|bees?|wasps?|hornets?|peanuts?|nuts|shellfish|shrimp|penicillin|hives|epi ?pen)\b",
     "BREATH": r"(?:breathe|breath|breathing|get (?:any )?air)",
-    "NOSE": r"(?! (?:(?:properly|well|right|easily|out|in) )?(?:through|out of|with) (?:my|his|her|their|the|one) nos)",
+    "NOSE": r"(?! (?:(?:properly|well|right|easily|out|in) )?(?:(?:through|out of|with) (?:my|his|her|their|the|one) nos|through it\b))",
     "HERE": r"(?:someone|somebody|a (?:man|woman|person|guy|kid|child)) (?:here|next to me|near me|with me|in front of me)",
 }
 # "WHO rest": a person (pronoun, "my <up to 4 words>", a bare relative, someone here), hedges, then `rest`
 _SUBJ = r"(?P<who>\b(?:i|he|she|they|we|(?:my|our|his|her|their) (?:WORD ){0,3}?WORD|(?:KIN)s?|WORD's KIN|HERE))"
 _ADV = r"(?:(?:think|thinks|might|may|could|also|just|still|suddenly|now|really|currently|probably|actually) )*"
-_HYPOTHETICAL = re.compile(r"\b(?:if|when|whenever|in case)(?: [\w'-]+){0,3} ?$")
+_HYPOTHETICAL = re.compile(r"\b(?:if|when|whenever|in case)(?: [\w'-]+){0,5} ?$")
 
 # --- the rules: the first category with a matching pattern wins, so specific ones come first ------
 RULES: dict[str, list[str]] = {
@@ -80,7 +122,7 @@ RULES: dict[str, list[str]] = {
         r"WHO (?:am|is|are|be) having (?:a |another )?(?:heart at+ack|cardiac arrest)",
         r"\b(?:am i|is (?:he|she|my \w+)) having (?:a )?heart at+ack",
         # chest pain together with breathlessness, sweating, or arm or jaw pain
-        r"^(?=.*\b(?:i|my|me|he|she)\b)(?=.*\b(?:short(?:ness)? of breath|breathless|(?:hard|difficult) to breathe|trouble breathing|can not breathe?|sweat(?:ing|y)|clammy|arm|jaw)\b).*?(?P<m>\bchest (?:pain|pressure|tightness|discomfort|hurts|is (?:\w+ )?(?:tight|crushing|heavy)|feels (?:\w+ )?(?:tight|heavy|crushed)))",
+        r"^(?=.*\b(?:i|my|me|he|she)\b)(?=.*\b(?:short(?:ness)? of breath|breathless|(?:hard|difficult) to breathe|trouble breathing|can not breathe?|sweat(?:ing|y)|clammy|arm|jaw)\b).*?(?P<m>\bchest (?:pain|pressure|tightness|discomfort|hurts|is (?:\w+ )?(?:tight|crushing|heavy)|feels (?:\w+ )?(?:tight|heavy|crushed))|\bpain in (?:the (?:middle|centre|center) of )?(?:my|his|her|their) chest)",
     ],
     "stroke": [  # FAST: face, arm, speech; sudden confusion; "having a stroke"
         r"WHO (?:am|is|are|be) having (?:a |another )?(?:stroke|mini[- ]stroke|tia)\b",
@@ -92,7 +134,7 @@ RULES: dict[str, list[str]] = {
         r"^(?=.*\bsudden).*?WHO (?:is|am|are|seems|became|got|went) (?:\w+ ){0,3}?(?:confused|disoriented)",
     ],
     "suicide_self_harm": [  # intent, plans and indirect phrasings; talk about suicide as a topic does not fire
-        r"\b(?:kill(?:ing)?|end(?:ing)?|tak(?:e|ing)) (?:my ?self|my (?:own )?life)\b(?! back)",
+        r"\b(?:kill(?:ing)?|end(?:ing)?|tak(?:e|ing)) (?:my ?self|my (?:own )?life)\b(?! (?:back|insurance|assurance|policy|cover|savings|story))",
         r"(?<!not )(?<!never )\b(?:want|wanna|ready|wish|planning|plan|decided) (?:to )?(?:die|be dead|end it)\b(?! (?:my|her|his|your) hair)",
         r"\b(?:do not|no longer|never) want to (?:live|be alive|be here|exist|go on|wake up)\b",
         r"\b(?:end(?:ing)? it all|wish i (?:was|were) dead|better off (?:dead|without me)|(?:no reason|nothing(?: left)?) to live(?: for)?)\b",
@@ -170,6 +212,8 @@ def _compile(rule: str) -> re.Pattern[str]:
 
 _COMPILED = [(category, _compile(rule)) for category, rules in RULES.items() for rule in rules]
 
+MAX_WORD = 50  # longer "words" are base64, hashes or URLs: dropped, so no rule backtracks over them
+
 _CONTRACTIONS = [  # spelled out so the rules need one form: "can't", "cant", "cannot" -> "can not"
     (r"\bi'?m\b", "i am"),
     (r"\bi'?ve\b", "i have"),
@@ -183,21 +227,57 @@ _CONTRACTIONS = [  # spelled out so the rules need one form: "can't", "cant", "c
 
 
 def normalise(text: str) -> str:
-    """Lowercase, straight apostrophes, punctuation to spaces, contractions spelled out."""
+    """Lowercase, straight apostrophes, punctuation to spaces, contractions spelled out, no word over 50 characters."""
     text = text.lower().replace("\u2019", "'").replace("\u2018", "'")
-    text = " ".join(re.sub(r"[^\w\s'-]", " ", text).split())
+    text = " ".join(w for w in re.sub(r"[^\w\s'-]", " ", text).split() if len(w) <= MAX_WORD)
     for pattern, repl in _CONTRACTIONS:
         text = re.sub(pattern, repl, text)
     return text
 
 
-def detect_red_flag(question: str) -> RedFlag | None:
-    """The first rule that finds an emergency happening now, or None for an ordinary question."""
+def detect_red_flag(question: str, embedder=None, vector: np.ndarray | None = None) -> RedFlag | None:
+    """The first rule that finds an emergency happening now, else the classifier's verdict, else None.
+
+    The classifier runs only with an `embedder` of the model it was trained on (or that embedder's
+    `vector` of the question) and on a question that reads as English; without one, rules only.
+    """
     text = normalise(question)
+    flag = _rules(text)
+    if flag is not None or embedder is None:
+        return flag
+    model = _model()
+    if model is None or not model.fits(embedder) or not reads_as_english(question):
+        return None
+    if vector is None:
+        vector = embedder.embed_query(question) if hasattr(embedder, "embed_query") else embedder.embed([question])[0]
+    found = model.predict(question, vector)
+    if not found.flagged:
+        return None
+    return RedFlag(HELP_CATEGORY[found.help], "", found.help, "model", round(found.score, 3))
+
+
+def _rules(text: str) -> RedFlag | None:
     for category, rule in _COMPILED:
         for m in rule.finditer(text):
-            if "who" in rule.groupindex and m.group("who") and _HYPOTHETICAL.search(text[: m.start("who")]):
+            who = m.start("who") if "who" in rule.groupindex and m.group("who") else -1
+            if who >= 0 and _HYPOTHETICAL.search(text[max(0, who - 80) : who]):
                 continue  # "what should I do if my child ..." asks about first aid
             matched = m.group("m") if "m" in rule.groupindex and m.group("m") else m.group(0)
-            return RedFlag(category, matched.strip())
+            return RedFlag(category, matched.strip(), CATEGORIES[category])
     return None
+
+
+_MODEL: list = []  # [RedFlagModel | None] once loaded
+
+
+def _model():
+    """The stored red-flag model, loaded once; None (rules only, logged) when it cannot be read."""
+    if not _MODEL:
+        from medrag.red_flag_model import RedFlagModel
+
+        try:
+            _MODEL.append(RedFlagModel.load())
+        except MedRAGError as e:
+            log.error("red-flag detection runs on rules only: %s", e)
+            _MODEL.append(None)
+    return _MODEL[0]

@@ -1,7 +1,12 @@
 """`python -m medrag.train`: fine-tune the QLoRA adapter, optionally evaluate it and push it.
 
-    python -m medrag.train --train-file ../shared/data/sft_train.jsonl --output-dir outputs/adapter \\
-        [--max-steps 60] [--eval-file ../shared/data/eval_pubmedqa_dev.jsonl] [--push-to-hub USER/NAME]
+    python -m medrag.train --train-file outputs/sft-data --output-dir outputs/adapter [--max-steps 60] \\
+        [--eval-questions ../shared/data/eval_dev.jsonl data/eval/unanswerable.jsonl --eval-limit 40] \\
+        [--eval-pubmedqa ../shared/data/eval_pubmedqa_dev.jsonl] [--push-to-hub USER/NAME]
+
+`--train-file` takes what `python -m medrag.sft_data` wrote: its folder or its Hub dataset repo.
+The evaluation answers through the app's pipeline over the index that MEDRAG_INDEX_DIR or
+MEDRAG_INDEX_REPO names (`medrag.adapter_eval`).
 
 Every `FineTuneConfig` field is a flag (`--lora-r 8`, `--no-load-in-4bit`, `--target-modules
 q_proj,v_proj`); defaults come from `FineTuneConfig.from_env()` (`MEDRAG_TRAIN_<FIELD>`), and flag
@@ -40,8 +45,9 @@ def build_parser(defaults: FineTuneConfig) -> argparse.ArgumentParser:
             )
         else:
             p.add_argument(*flags, dest=f.name, default=None, metavar=f.name.upper(), help=f"(default: {shown})")
-    p.add_argument("--eval-file", help="PubMedQA jsonl: after training, compare base and base+adapter on it")
-    p.add_argument("--eval-limit", type=int, help="evaluate on the first N questions only")
+    p.add_argument("--eval-questions", nargs="+", default=[], help="question files: compare base and adapter answers")
+    p.add_argument("--eval-pubmedqa", help="PubMedQA jsonl: compare base and adapter yes/no/maybe accuracy")
+    p.add_argument("--eval-limit", type=int, help="at most N questions of each file (evenly spaced)")
     return p
 
 
@@ -64,7 +70,8 @@ def config_from_args(args: argparse.Namespace, environ: typing.Mapping[str, str]
 
 def main(argv: list[str] | None = None) -> int:
     from medrag import training
-    from medrag.adapter_eval import write_evaluation
+    from medrag.adapter_eval import evaluate_adapter, write_evaluation
+    from medrag.config import PipelineConfig
 
     try:
         parser = build_parser(FineTuneConfig.from_env())
@@ -73,9 +80,16 @@ def main(argv: list[str] | None = None) -> int:
         result = training.train(cfg)
         summary = {"output_dir": result.output_dir, **{k: v for k, v in result.metrics.items() if k != "versions"}}
         evaluation = None
-        if args.eval_file:
-            evaluation = training.evaluate_adapter(
-                cfg.base_model, result.output_dir, args.eval_file, args.eval_limit, load_in_4bit=cfg.load_in_4bit
+        if args.eval_questions or args.eval_pubmedqa:
+            evaluation = evaluate_adapter(
+                cfg.base_model,
+                result.output_dir,
+                config=PipelineConfig.from_env(),
+                questions_files=args.eval_questions,
+                questions_limit=args.eval_limit,
+                pubmedqa_file=args.eval_pubmedqa,
+                pubmedqa_limit=args.eval_limit,
+                load_in_4bit=cfg.load_in_4bit,
             )
             summary["evaluation"] = {k: evaluation[k] for k in ("base", "adapter", "helps")}
             write_evaluation(evaluation, result.output_dir)

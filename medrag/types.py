@@ -83,7 +83,10 @@ class Answer:
     citations: list[Citation] = field(default_factory=list)
     kind: str = "answer"  # answer | urgent | declined | invalid
     declined: bool = False
-    decline_reason: str | None = None  # red_flag | weak_evidence | bad_input | model_declined
+    # red_flag (kind urgent: text is the urgent message for the help needed, medrag.prompts.URGENT_MESSAGES)
+    # | weak_evidence | model_declined (kind declined) | bad_input (kind invalid: text says what to fix)
+    # | not_english (kind invalid: text is medrag.prompts.NOT_ENGLISH_MESSAGE, which names the emergency numbers)
+    decline_reason: str | None = None
     unsupported: list[str] = field(default_factory=list)  # sentences whose cited source does not support them
     support_rate: float | None = None  # share of claim sentences supported by what they cite
     removed_citations: int = 0  # [n] markers that pointed to no shown source and were removed

@@ -1,9 +1,17 @@
 """Pure formatters for the app: answers as chat markdown, sources as HTML, the API's JSON, status.
 
 No gradio here, so every rule is unit-testable on its own. Two rules hold everywhere:
-document and answer text is escaped before it is shown (a corpus may hold `<script>`), and a
-link is only made from an http(s) url, itself escaped. Shortcut on purpose: the answer text is
-not markdown-escaped, so `*stars*` in a source still render as emphasis; HTML cannot get through.
+every string a visitor, a document or an index manifest supplies is rendered inert before it is
+shown (`inert` for markdown, `code` for a value in a code span, `html.escape` for HTML): no tag, no
+link and no image reaches the page that the project did not build itself; and a link is only made
+from an http(s) url, itself escaped. The project's own links are the citation markers and the
+source titles, made here after the text around them was made inert.
+
+`inert` escapes only what can make a link, an image or a tag: HTML's `<`, `>` and `&`, markdown's
+brackets (inline, reference and image links) and backslash, and where GFM autolinks start (the `:`
+of `http:`, `https:`, `ftp:`, `mailto:`, the `.` of `www.`, every `@`). Shortcut on purpose: the
+rest of markdown still renders, so `*stars*` in a source become emphasis; LaTeX is off in the
+app's components.
 """
 
 from __future__ import annotations
@@ -27,6 +35,29 @@ URGENT_TITLE = "Possible emergency"
 _URL_SAFE = ":/?#@!$&'*+,;=%~-._"  # kept as they are; spaces, quotes, brackets and parentheses get encoded
 
 
+# --- inert text ---------------------------------------------------------------------------
+_LINK_CHARS = re.compile(r"[\\\[\]]")  # brackets make links and images; a backslash could unescape what follows
+_AUTOLINK = re.compile(r"(?i)(?:(?<=http)|(?<=https)|(?<=ftp)|(?<=mailto)):|(?<=www)\.|@")  # where GFM autolinks start
+
+
+def inert(text) -> str:
+    """`text` as markdown that renders as the same words and never as a tag, a link or an image.
+
+    Character references, not backslashes: gradio's markdown unescapes a link's text before it reads
+    it again, so `\\[` inside a source title's link would still open an image there."""
+    text = html.escape(str(text), quote=False)
+    text = _LINK_CHARS.sub(lambda m: f"&#{ord(m.group())};", text)
+    return _AUTOLINK.sub(lambda m: f"&#{ord(m.group())};", text)
+
+
+def code(value) -> str:
+    """`value` as a markdown code span: literal text whatever backticks or newlines it holds."""
+    text = " ".join(str(value).split())  # a blank line would end the span and the paragraph
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 # --- links --------------------------------------------------------------------------------
 def safe_url(url: str | None) -> str | None:
     """The url when it is a plain http(s) link, else None (javascript:, data:, relative, blank)."""
@@ -46,21 +77,20 @@ def _md_link(number: int, hit: Hit) -> str:
     """`[[n]](url "title")`, or the bare `[n]` when the source has no safe url."""
     url = safe_url(hit.chunk.url)
     if url is None:
-        return f"[{number}]"
-    title = html.escape(hit.chunk.title or f"Source {number}", quote=True)
+        return inert(f"[{number}]")
+    title = " ".join(html.escape(hit.chunk.title or f"Source {number}", quote=True).replace("\\", "\\\\").split())
     return f'[[{number}]]({url} "{title}")'
 
 
 def link_citations(text: str, sources: Sequence[Hit]) -> str:
-    """Escape `text` for HTML, then turn each [n] / [n, m] into links to the n-th source's url."""
-
-    def link(m: re.Match) -> str:
+    """`text` made inert, each [n] / [n, m] in it a link to the n-th source's url (the only links it gets)."""
+    out, pos = [], 0
+    for m in MARKER.finditer(text):
         numbers = [int(x) for x in m.group(1).split(",")]
-        if not all(1 <= n <= len(sources) for n in numbers):
-            return m.group(0)
-        return "".join(_md_link(n, sources[n - 1]) for n in numbers)
-
-    return MARKER.sub(link, html.escape(text, quote=False))
+        if all(1 <= n <= len(sources) for n in numbers):
+            out += [inert(text[pos : m.start()]), "".join(_md_link(n, sources[n - 1]) for n in numbers)]
+            pos = m.end()
+    return "".join([*out, inert(text[pos:])])
 
 
 def cited_numbers(text: str, n_sources: int) -> list[int]:
@@ -72,15 +102,14 @@ def cited_numbers(text: str, n_sources: int) -> list[int]:
 def answer_markdown(answer: Answer) -> str:
     """The assistant message for the chat: urgent and declined answers are styled apart."""
     if answer.kind == "urgent":
-        return f'<div class="urgent"><strong>{URGENT_TITLE}.</strong> {html.escape(answer.text, quote=False)}</div>'
+        return f'<div class="urgent"><strong>{URGENT_TITLE}.</strong> {inert(answer.text)}</div>'
     if answer.kind == "declined":
         return (
-            f'<div class="declined"><strong>{DECLINED_NOTE}.</strong> '
-            f"{html.escape(CANNOT_ANSWER_PHRASE, quote=False)} "
+            f'<div class="declined"><strong>{DECLINED_NOTE}.</strong> {inert(CANNOT_ANSWER_PHRASE)} '
             "The closest passages are listed in the Sources tab.</div>"
         )
     if answer.kind == "invalid":
-        return f'<div class="declined">{html.escape(answer.text, quote=False)}</div>'
+        return f'<div class="declined">{inert(answer.text)}</div>'
     parts = [link_citations(answer.text, answer.sources)]
     by_doc: dict[str, list[int]] = {}  # two chunks of one page are listed once: "[1][2] Title"
     for n in cited_numbers(answer.text, len(answer.sources)):
@@ -98,8 +127,8 @@ def answer_markdown(answer: Answer) -> str:
 
 
 def _source_ref(numbers: list[int], hit: Hit) -> str:
-    marks = "".join(f"[{n}]" for n in numbers)
-    title = html.escape(hit.chunk.title or f"Source {numbers[0]}", quote=False)
+    marks = inert("".join(f"[{n}]" for n in numbers))
+    title = inert(hit.chunk.title or f"Source {numbers[0]}")  # inside the link text: no image, no nested link
     url = safe_url(hit.chunk.url)
     return f"{marks} [{title}]({url})" if url else f"{marks} {title}"
 
@@ -229,17 +258,17 @@ def mode_line(generator) -> str:
     name = getattr(generator, "name", "?")
     versions = dict(generator.versions()) if hasattr(generator, "versions") else {}
     fallback = getattr(generator, "fallback_reason", None)
-    note = f" (the model could not load: {fallback})" if fallback else ""
+    note = f" (the model could not load: {inert(fallback)})" if fallback else ""
     if name == "extractive":
         return "extractive (CPU): answers are sentences quoted from the retrieved passages" + note
     if name == "hf":
-        quant = f", {versions['quantization']}" if versions.get("quantization") else ""
-        adapter = f" + adapter `{versions['adapter']}`" if versions.get("adapter") else " (no adapter)"
+        quant = f", {inert(versions['quantization'])}" if versions.get("quantization") else ""
+        adapter = f" + adapter {code(versions['adapter'])}" if versions.get("adapter") else " (no adapter)"
         if not versions.get("adapter") and getattr(generator, "adapter_error", None):
-            adapter = f" alone: the base model answers without its adapter ({generator.adapter_error})"
-        return f"`{versions.get('base_model', '?')}`{adapter} (GPU{quant})"
-    details = ", ".join(f"{k} `{v}`" for k, v in versions.items())
-    return f"{name}{f' ({details})' if details else ''}"
+            adapter = f" alone: the base model answers without its adapter ({inert(generator.adapter_error)})"
+        return f"{code(versions.get('base_model', '?'))}{adapter} (GPU{quant})"
+    details = ", ".join(f"{inert(k)} {code(v)}" for k, v in versions.items())
+    return f"{inert(name)}{f' ({details})' if details else ''}"
 
 
 def read_manifest(pipeline) -> dict:
@@ -261,13 +290,13 @@ def manifest_lines(manifest: dict) -> list[str]:
     counts = manifest.get("counts") if isinstance(manifest.get("counts"), dict) else {}
     sha = str(manifest.get("corpus_sha256") or "?")
     fields = [
-        ("corpus sha256", f"`{sha[:12]}`"),
-        ("documents", counts.get("documents", "?")),
-        ("chunks", counts.get("chunks", "?")),
-        ("model", f"`{manifest.get('embedding_model', '?')}`"),
-        ("index type", manifest.get("index_type", "?")),
-        ("built", manifest.get("built_at", "?")),
-    ]
+        ("corpus sha256", code(sha[:12])),
+        ("documents", inert(counts.get("documents", "?"))),
+        ("chunks", inert(counts.get("chunks", "?"))),
+        ("model", code(manifest.get("embedding_model", "?"))),
+        ("index type", inert(manifest.get("index_type", "?"))),
+        ("built", inert(manifest.get("built_at", "?"))),
+    ]  # a manifest comes from whoever pushed the index: every value is shown inert
     return [f"- {k}: {v}" for k, v in fields]
 
 
@@ -283,7 +312,9 @@ def attribution(pipeline, manifest: dict) -> str:
     cfg = pipeline.config
     if cfg.index_repo:
         source = getattr(pipeline, "index_source", None) or f"{cfg.index_repo}@{cfg.index_revision}"
-        return f"Index from the Hub dataset repo `{source}`; see its dataset card for the sources and their licences."
+        return (
+            f"Index from the Hub dataset repo {code(source)}; see its dataset card for the sources and their licences."
+        )
     sample = Path(cfg.sample_docs)
     try:
         is_sample = sample.is_dir() and manifest.get("corpus_sha256") == _sample_sha(
@@ -292,7 +323,9 @@ def attribution(pipeline, manifest: dict) -> str:
     except Exception:  # an unreadable sample folder only costs the attribution line
         is_sample = False
     if is_sample:
-        names = ", ".join((manifest.get("extra") or {}).get("sources") or []) or "MedlinePlus, NHS, CDC"
+        names = inert(
+            ", ".join(map(str, (manifest.get("extra") or {}).get("sources") or [])) or "MedlinePlus, NHS, CDC"
+        )
         note = sample.parent / "SAMPLE_CORPUS.md"
         more = f" See `data/{note.name}`." if note.exists() else ""
         return (
@@ -300,7 +333,7 @@ def attribution(pipeline, manifest: dict) -> str:
             f"words (CC BY 4.0), each restating facts from one public page ({names}) and linking to it as its source."
             + more
         )
-    return f"A local corpus indexed into `{cfg.index_dir}`; see that collection's own licence and attribution."
+    return f"A local corpus indexed into {code(cfg.index_dir)}; see that collection's own licence and attribution."
 
 
 def refresh_lines(refresher) -> list[str]:
@@ -318,9 +351,9 @@ def refresh_lines(refresher) -> list[str]:
             continue
         found = refresher.last_results.get(kind)
         seen = f": {found.status} at {found.at:%H:%M:%S} UTC" if found else ": not checked yet"
-        lines.append(f"- {kind} `{target[0]}@{target[1]}`{seen}")
+        lines.append(f"- {kind} {code(f'{target[0]}@{target[1]}')}{seen}")
     if refresher.last_error is not None:
-        lines.append(f"- **last refresh error** ({refresher.last_error}); what was in use stays in use")
+        lines.append(f"- **last refresh error** ({inert(refresher.last_error)}); what was in use stays in use")
     return [*lines, ""]
 
 
@@ -339,7 +372,7 @@ def status_markdown(pipeline, refresher=None) -> str:
         f"**Mode:** {mode}",
         "",
         "**Index**",
-        *([f"- source: `{pipeline.index_source}`"] if getattr(pipeline, "index_source", None) else []),
+        *([f"- source: {code(pipeline.index_source)}"] if getattr(pipeline, "index_source", None) else []),
         *manifest_lines(manifest),
         "",
         *refresh_lines(refresher),

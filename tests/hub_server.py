@@ -1,8 +1,8 @@
 """A small Hugging Face Hub-compatible HTTP server on 127.0.0.1, so tests drive the real client.
 
-`HubServer` answers the endpoints `huggingface_hub` 2.4 calls for create_repo, repo_info,
-list_repo_tree, upload_folder / create_commit, snapshot_download / hf_hub_download and
-restart_space; `use_hub` points the client at it (HF_ENDPOINT, a fresh HF_HOME, a fake token,
+`HubServer` answers the endpoints `huggingface_hub` 2.4 calls for create_repo, create_branch,
+repo_info, list_repo_tree, upload_folder / create_commit, snapshot_download / hf_hub_download,
+whoami and restart_space (and what transformers' from_pretrained asks through them); `use_hub` points the client at it (HF_ENDPOINT, a fresh HF_HOME, a fake token,
 offline mode off) for the length of a test.
 
 Shortcuts on purpose: repos live in memory as a list of commits, each a full {path: bytes} map,
@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
+USER = "tester"  # whose token the server takes: whoami's name, and the namespace of repos created without one
 PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}  # how the Hub spells repo URLs
 _TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}  # URL segment -> repo type
 _TYPE = "(?P<t>models|datasets|spaces)"
@@ -90,6 +91,8 @@ class _Handler(BaseHTTPRequestHandler):
     routes = [
         ("POST", r"/api/repos/create", "create"),
         ("POST", r"/api/validate-yaml", "validate_yaml"),
+        ("GET", r"/api/whoami-v2", "whoami"),
+        ("POST", rf"/api/{_TYPE}/{_REPO}/branch/(?P<branch>[^/]+)", "branch"),
         ("POST", rf"/api/spaces/{_REPO}/restart", "restart"),
         ("GET", rf"/api/{_TYPE}/{_REPO}(?:/revision/(?P<rev>[^/]+))?", "info"),
         ("GET", rf"/api/{_TYPE}/{_REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.+))?", "tree"),
@@ -118,7 +121,7 @@ class _Handler(BaseHTTPRequestHandler):
         for verb, pattern, name in self.routes:
             match = re.fullmatch(pattern, url.path)
             if match and (verb == method or (verb, method) == ("GET", "HEAD")):
-                if verb == "POST" and not self.authed and name != "validate_yaml":
+                if (verb == "POST" or name == "whoami") and not self.authed and name != "validate_yaml":
                     return self._error(401, None, "You must be authenticated to do this")
                 args = {k: unquote(v) for k, v in match.groupdict().items() if v is not None}
                 return getattr(self, name)(**args)
@@ -156,7 +159,7 @@ class _Handler(BaseHTTPRequestHandler):
     def create(self) -> None:
         payload = json.loads(self._body())
         repo_type = payload.get("type") or "model"
-        repo_id = f"{payload.get('organization') or 'tester'}/{payload['name']}"
+        repo_id = f"{payload.get('organization') or USER}/{payload['name']}"
         url = f"{self.hub.url}/{PREFIX[repo_type]}{repo_id}"
         if (repo_type, repo_id) in self.hub.repos:
             return self._send(409, {"error": "You already created this repo", "url": url})
@@ -166,6 +169,19 @@ class _Handler(BaseHTTPRequestHandler):
 
     def validate_yaml(self) -> None:
         self._send(200, {"errors": [], "warnings": []})
+
+    def whoami(self) -> None:
+        self._send(200, {"type": "user", "name": USER, "auth": {"accessToken": {"role": "write"}}})
+
+    def branch(self, t: str, repo: str, branch: str) -> None:
+        body = self._body()
+        start = (json.loads(body) if body else {}).get("startingPoint") or "main"
+        if not (found := self._lookup(t, repo, start)):
+            return
+        if branch in found[0].branches:
+            return self._error(409, None, f"Reference {branch} already exists")
+        found[0].branches[branch] = found[1].sha
+        self._send(200, {})
 
     def restart(self, repo: str) -> None:
         self.hub.restarted.append(repo)

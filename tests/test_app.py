@@ -7,6 +7,7 @@ Debian chromium through playwright for the page itself (skipped when chromium is
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -14,10 +15,12 @@ import socket
 import threading
 from pathlib import Path
 from types import SimpleNamespace
+from urllib.parse import quote, urlsplit
 
 import pytest
 
 import app
+from medrag.build import build_index
 from medrag.config import REPO_ROOT, PipelineConfig
 from medrag.errors import IndexLoadError
 from medrag.prompts import DISCLAIMER
@@ -37,13 +40,21 @@ CHROMIUM_FLAGS = [
 # never modifies tracked files
 SCREENSHOT_ENV = "README_SCREENSHOT"
 MARKUP_NOTE = """---
-title: Hiccups <i>markup test</i>
+title: Hiccups <i>markup test</i> ![t](https://attacker.invalid/title.png)
 url: https://example.org/hiccups
 source: MedRAG tests
 ---
 Hiccups are sudden, involuntary contractions of the diaphragm, the muscle under the lungs. <script>alert(1)</script>
-Most bouts of hiccups stop on their own within a few minutes, and <b>bold</b> sipping cold water may help them stop.
+Most bouts of hiccups stop on their own within a few minutes, and <b>bold</b> sipping cold water may help them stop \
+![x](https://attacker.invalid/doc.png) [Official advice](https://attacker.invalid/doc) https://attacker.invalid/bare.
 """
+# a share link as an attacker would write it: markdown image and link, autolinks, a reference link, entities, LaTeX
+INJECTION = (
+    "![x](https://attacker.invalid/p.png) [Official advice](https://attacker.invalid/) "
+    "<https://attacker.invalid/a> https://attacker.invalid/b www.attacker.invalid mail@attacker.invalid "
+    "[ref][1] &#33;[y](https://attacker.invalid/e.png) $$\\href{https://attacker.invalid/k}{k}$$\n\n"
+    "[1]: https://attacker.invalid/r"
+)
 ASTHMA = "What are the symptoms of asthma?"
 BLOOD_PRESSURE = "How can I lower my blood pressure?"
 HICCUPS = "What are hiccups and how do they stop?"
@@ -67,6 +78,7 @@ def pipeline(tmp_path_factory, cache_dir):
         generator="extractive",
         cache_dir=str(cache_dir),
     )
+    build_index([corpus], config.index_dir, config)  # only the default data/index is built unasked
     return app.load_pipeline(config)
 
 
@@ -146,6 +158,87 @@ def test_ask_reports_bad_input_and_emergencies_without_errors(server):
     assert empty["kind"] == "invalid" and empty["declined"] and empty["answer"]
     urgent = c.predict("I have crushing chest pain and my left arm is numb", 5, "hybrid", api_name="/ask")
     assert urgent["kind"] == "urgent" and "emergency" in urgent["answer"] and urgent["sources"] == []
+
+
+def raw_call(server: str, body: dict, path: str = "call/ask") -> tuple[str, object]:
+    """A raw HTTP call of /ask, as the README's curl example makes it: (last SSE event, its data), or the HTTP
+    status and body when the POST itself is refused."""
+    import httpx
+
+    posted = httpx.post(
+        server + "gradio_api/" + path, content=json.dumps(body), headers={"content-type": "application/json"}
+    )
+    if posted.status_code != 200:
+        return str(posted.status_code), posted.json()
+    stream = httpx.get(f"{server}gradio_api/call/ask/{posted.json()['event_id']}", timeout=60).text
+    events = re.findall(r"event: (\w+)\ndata: (.*)", stream)
+    return events[-1][0], json.loads(events[-1][1])
+
+
+@pytest.mark.parametrize(
+    "body, path, problem",
+    [
+        ({"data": []}, "call/ask", "The question is missing"),
+        ({"data": [None, 5, "hybrid"]}, "call/ask", "The question is missing"),
+        ({"data": [ASTHMA, "abc", "hybrid"]}, "call/ask", "top_k must be a whole number from 1 to 10"),
+        ({"data": [ASTHMA, 0, "hybrid"]}, "call/ask", "top_k must be a whole number from 1 to 10"),
+        ({"data": [ASTHMA, 5, "fuzzy"]}, "call/ask", "mode must be one of hybrid, dense, bm25"),
+        ({"data": [42, 5, "hybrid"]}, "call/ask", "The question must be text, not int"),
+        ({"data": [["a"], 5, "hybrid"]}, "call/ask", "The question must be text, not list"),
+        ({"data": ["asthma \ud800 wheeze", 5, "hybrid"]}, "call/ask", "lone surrogate (U+D800 at character 7)"),
+        ({}, "call/v2/ask", "The question is missing"),
+        ({"question": ASTHMA, "nope": 1}, "call/v2/ask", "/ask takes question, top_k, mode, not nope"),
+    ],
+)
+def test_raw_http_ask_names_each_bad_argument(server, body, path, problem):
+    event, data = raw_call(server, body, path)
+    assert event in ("error", "422") and problem in data["error"], (event, data)
+    assert app.GENERIC_ERROR not in data["error"] and "Traceback" not in data["error"]
+
+
+def test_raw_http_ask_fills_left_out_arguments_with_defaults(server):
+    event, data = raw_call(server, {"data": [ASTHMA]})
+    assert event == "complete" and len(data[0]["sources"]) == 5 and data[0]["sources"][0]["doc_id"] == "asthma"
+    event, data = raw_call(server, {"question": ASTHMA, "top_k": 2}, "call/v2/ask")
+    assert event == "complete" and len(data[0]["sources"]) == 2
+
+
+def test_client_ask_names_bad_arguments(server):
+    from gradio_client.exceptions import AppError
+
+    c = client(server)
+    for args, problem in [
+        ((ASTHMA, "abc", "hybrid"), "top_k must be a whole number"),
+        ((3, 5, "hybrid"), "The question must be text, not int"),
+        ((ASTHMA, 5, "bm99"), "mode must be one of"),
+    ]:
+        with pytest.raises(AppError, match=re.escape(problem)):
+            c.predict(*args, api_name="/ask")
+    assert c.predict(ASTHMA, "3", "BM25", api_name="/ask")["sources"][0]["retrievers"] == ["bm25"]
+
+
+class Configured:
+    """The session's pipeline with other settings (what the sliders start at)."""
+
+    def __init__(self, inner, **changes):
+        self.inner, self.config = inner, inner.config.replace(**changes)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_configured_values_outside_the_default_slider_ranges_still_answer(pipeline):
+    """MEDRAG_MAX_NEW_TOKENS=8 once made gradio refuse every chat question (the slider started at 32)."""
+    demo = app.build_demo(Configured(pipeline, max_new_tokens=8, top_k=25, temperature=1.5))
+    port = free_port()
+    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        messages, sources, *_ = client(f"http://127.0.0.1:{port}/").predict(
+            ASTHMA, [], 10, "hybrid", 1.5, 8, api_name="/chat"
+        )
+        assert len(messages) == 2 and 'id="source-10"' in sources
+    finally:
+        demo.close()
 
 
 def test_two_concurrent_sessions_keep_their_own_sources(server, pipeline):
@@ -273,12 +366,162 @@ def test_browser_shows_markup_as_text_urgent_and_declined_apart_and_clears(serve
     page.close()
 
 
+def assert_inert(page, requests: list[str]) -> None:
+    """Nothing on the page links to, shows or fetched anything from the attacker's host."""
+    hrefs = [urlsplit(h).hostname or "" for h in page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)")]
+    sources = page.eval_on_selector_all("img[src], image, source, iframe", "els => els.map(e => e.outerHTML)")
+    assert not [h for h in hrefs if "attacker" in h], hrefs
+    assert not [s for s in sources if "attacker" in s], sources
+    assert not [u for u in requests if "attacker" in (urlsplit(u).hostname or "")], requests
+
+
+@pytest.mark.browser
+def test_browser_share_link_and_document_markdown_stay_inert(server, browser):
+    page = browser.new_page()
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(server + "?q=" + quote(INJECTION))
+    page.locator('#chatbot [data-testid="bot"]').first.wait_for(timeout=30_000)
+    page.locator("#chatbot .thinking").wait_for(state="detached", timeout=30_000)
+    user = page.locator('#chatbot [data-testid="user"]').first.inner_text()
+    assert "![x](https://attacker.invalid/p.png) [Official advice](https://attacker.invalid/)" in user
+    assert "mail@attacker.invalid" in user and "&#33;" in user
+    assert_inert(page, requests)
+
+    ask_in_page(page, HICCUPS)  # document text and title quoted into the answer
+    bot = page.locator('#chatbot [data-testid="bot"]').last
+    assert "![x](https://attacker.invalid/doc.png) [Official advice](https://attacker.invalid/doc)" in bot.inner_text()
+    assert "![t](https://attacker.invalid/title.png)" in bot.inner_text()
+    assert bot.locator("a", has_text="[1]").first.get_attribute("href") == "https://example.org/hiccups"
+    assert_inert(page, requests)
+    page.close()
+
+
+@pytest.mark.browser
+def test_browser_share_link_on_a_space_points_at_the_space_page(pipeline, browser):
+    demo = app.build_demo(pipeline, space_id="someone/medrag-demo")
+    port = free_port()
+    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{port}/")
+        ask_in_page(page, ASTHMA)
+        share = page.locator("#share-link textarea, #share-link input").first
+        expected = "https://huggingface.co/spaces/someone/medrag-demo?q=What%20are%20the%20symptoms%20of%20asthma%3F"
+        expect_value(share, expected)
+        page.locator("#copy-link").click()
+        expect_value(share, expected)
+        page.close()
+    finally:
+        demo.close()
+
+
+def expect_value(locator, value: str) -> None:
+    from playwright.sync_api import expect
+
+    expect(locator).to_have_value(value)
+
+
+class Gated:
+    """The real pipeline, each answer held until `go` is set: a busy answer slot, on demand."""
+
+    def __init__(self, inner):
+        self.inner, self.go, self.entered = inner, threading.Event(), threading.Event()
+
+    def stream(self, *args, **kwargs):
+        self.entered.set()
+        self.go.wait(60)
+        yield from self.inner.stream(*args, **kwargs)
+
+    def answer(self, *args, **kwargs):
+        return list(self.stream(*args, **kwargs))[-1]
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+@pytest.mark.browser
+def test_browser_page_view_without_question_takes_no_answer_slot(pipeline, browser):
+    """One answer slot, room for one waiting request: a page view must not be that waiting request."""
+    gated = Gated(pipeline)
+    demo = app.build_demo(gated).queue(default_concurrency_limit=1, max_size=1)
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        busy = client(url).submit(ASTHMA, [], 5, "hybrid", 0.2, 512, api_name="/chat")  # holds the slot
+        assert gated.entered.wait(30)
+        page = browser.new_page()
+        page.goto(url)
+        page.get_by_role("tab", name="About").click()
+        page.locator("#status", has_text="How it works").wait_for(timeout=30_000)  # the page's load events ran
+        waiting = client(url).submit(BLOOD_PRESSURE, 5, "hybrid", api_name="/ask")  # the one request that may wait
+        gated.go.set()
+        assert waiting.result(timeout=60)["sources"][0]["doc_id"] == "high-blood-pressure"
+        busy.result(timeout=60)
+        assert page.locator('#chatbot [data-testid="bot"]').count() == 0  # and the page asked nothing
+        page.close()
+    finally:
+        gated.go.set()
+        demo.close()
+
+
+def luminance(rgb: tuple[float, float, float]) -> float:
+    def channel(c: float) -> float:
+        c /= 255
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = map(channel, rgb)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def contrast(a, b) -> float:
+    la, lb = sorted((luminance(a), luminance(b)), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
+COLOURS_JS = """el => {
+  const parse = c => (c.match(/[\\d.]+/g) || []).map(Number);
+  const mix = (top, under) => { const a = top.length > 3 ? top[3] : 1;
+    return [0, 1, 2].map(i => top[i] * a + under[i] * (1 - a)); };
+  const layers = [];
+  for (let e = el; e; e = e.parentElement) layers.push(parse(getComputedStyle(e).backgroundColor));
+  let bg = [255, 255, 255];
+  for (const layer of layers.reverse()) if (layer.length) bg = mix(layer, bg);
+  return {text: parse(getComputedStyle(el).color).slice(0, 3), background: bg};
+}"""
+
+
+@pytest.mark.browser
+def test_browser_dark_theme_keeps_callouts_and_highlights_readable(server, browser):
+    page = browser.new_page()
+    page.goto(server + "?__theme=dark")
+    page.locator("body.dark, .dark").first.wait_for(timeout=30_000)
+    body = page.locator("gradio-app").evaluate(COLOURS_JS)
+    assert luminance(body["background"]) < 0.1  # the dark theme is on
+    ask_in_page(page, HICCUPS)
+    page.get_by_role("tab", name="Sources").click()
+    page.locator("#sources mark").first.wait_for()
+    seen = {"mark": page.locator("#sources mark").first.evaluate(COLOURS_JS)}
+    page.get_by_role("tab", name="Chat").click()
+    page.locator("#question textarea").fill("I have crushing chest pain and my left arm is numb")
+    page.locator("#ask").click()
+    page.locator("#chatbot .urgent").wait_for(timeout=30_000)
+    page.locator("#question textarea").fill("What is the airspeed velocity of an unladen swallow?")
+    page.locator("#ask").click()
+    page.locator("#chatbot .declined").wait_for(timeout=30_000)
+    seen |= {name: page.locator(f"#chatbot .{name}").last.evaluate(COLOURS_JS) for name in ("urgent", "declined")}
+    for name, c in seen.items():
+        assert contrast(c["text"], c["background"]) >= 4.5, (name, c)  # WCAG AA for body text
+        assert luminance(c["background"]) < 0.2, (name, c)  # a dark box in the dark theme, not a light one
+    page.close()
+
+
 # --- the GPU wrapper ------------------------------------------------------------------------
 class FakeHF:
     """Stands in for HFGenerator: streams the question back word by word."""
 
     name = "hf"
-    last_warnings = ["trimmed"]
 
     def __init__(self):
         self.loaded = False
@@ -287,7 +530,9 @@ class FakeHF:
         self.loaded = True
         return self
 
-    def stream(self, question, sources, history=None, **kw):
+    def stream(self, question, sources, history=None, info=None, **kw):
+        if info is not None:
+            info.update(warnings=["trimmed"], versions={"base_model": "tiny", "adapter": "me/lora@abc"})
         yield from (f"{w} " for w in question.split())
         yield f"{len(sources)} {len(history or [])} {sorted(kw.items())}"
 
@@ -305,14 +550,14 @@ def test_warm_up_loads_and_wraps_only_the_hf_generator():
     pipeline = app.warm_up(RAGPipeline(PipelineConfig(), retriever=object(), generator=hf))
     wrapped = pipeline.generator
     assert isinstance(wrapped, app.GPUGenerator) and wrapped.inner is hf and hf.loaded
-    assert (
-        wrapped.name == "hf" and wrapped.versions() == {"base_model": "tiny"} and wrapped.last_warnings == ["trimmed"]
-    )
-    assert list(wrapped.stream("a b", ["s1"], [{"role": "user", "content": "x"}], max_new_tokens=8)) == [
+    assert wrapped.name == "hf" and wrapped.versions() == {"base_model": "tiny"}
+    info = {}
+    assert list(wrapped.stream("a b", ["s1"], [{"role": "user", "content": "x"}], max_new_tokens=8, info=info)) == [
         "a ",
         "b ",
         "1 1 [('max_new_tokens', 8)]",
     ]
+    assert info == {"warnings": ["trimmed"], "versions": {"base_model": "tiny", "adapter": "me/lora@abc"}}
     assert wrapped.load_adapter("me/lora", "abc") == "me/lora@abc"  # the Hub refresh reaches the inner generator
     assert app.warm_up(pipeline).generator is wrapped  # never wrapped twice
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import importlib.resources
 import random
+import re
 
 import pytest
+from deadline import within
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from medrag.chunking import chunk_document, chunk_documents, split_sentences
+from medrag.chunking import ABBREVIATIONS, chunk_document, chunk_documents, split_sentences
 from medrag.types import Chunk, Document
 
 
@@ -86,6 +91,65 @@ def test_split_sentences_closing_quotes_and_brackets():
         "Next one...",
         "Done",
     ]
+
+
+_OLD_END = re.compile(r"(\S*?)([.!?]+)[\"'”’)\]]*(\s+)(?=(\S))")
+
+
+def regex_split_sentences(text: str) -> list[tuple[int, int]]:
+    """The regex split_sentences replaced (quadratic on long runs without spaces): the oracle."""
+    spans = []
+    for line in re.finditer(r"[^\n]+", text):
+        start, end = line.start(), len(line.group().rstrip()) + line.start()
+        start += len(line.group()) - len(line.group().lstrip())
+        for m in _OLD_END.finditer(text, start, end):
+            word, marks, following = m.group(1), m.group(2), m.group(4)
+            if following.islower() or (marks == "." and word.lower().lstrip("([\"'") in ABBREVIATIONS):
+                continue
+            if marks == "." and m.start(1) == start and (word.isdigit() or (len(word) == 1 and word.isalpha())):
+                continue
+            spans.append((start, m.start(3)))
+            start = m.end(3)
+        if start < end:
+            spans.append((start, end))
+    return spans
+
+
+SENTENCE_TEXT = st.lists(
+    st.sampled_from(["Dr", "e.g", "vs", "1", "a", "B", "2.5", "word", "Ok", "é", "x", ".", "!", "?", "...", '"', "'",
+                     "”", "’", ")", "]", "(", "[", " ", "  ", "\n", "\t", "\u00a0", "\u2028", "\x1c"]),
+    max_size=40,
+).map("".join)  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(SENTENCE_TEXT, st.text(max_size=60)))
+def test_split_sentences_is_the_regex_it_replaced(text):
+    assert split_sentences(text) == regex_split_sentences(text)
+
+
+def test_split_sentences_is_linear_on_long_runs_without_spaces():
+    blob = base64.b64encode(random.Random(0).randbytes(150_000)).decode()  # an inline image: 200 kB, no space
+    with within(10):  # each takes milliseconds; the regex it replaced took ~2 minutes on 80 kB
+        assert split_sentences("a" * 200_000) == [(0, 200_000)]
+        assert split_sentences("." * 200_000 + " A.") == [(0, 200_000), (200_001, 200_003)]
+        text = f"See ![scan](data:image/png;base64,{blob}). Next."
+        assert split_sentences(text) == [(0, len(text) - 6), (len(text) - 5, len(text))]
+
+
+def test_an_overlong_word_is_cut_in_linear_time():
+    """Characters tokenized to cut a word of n characters: about 14 n (galloping then bisection
+    within each piece); the bisection over the rest of the word it replaced took ~n^2 / 30."""
+    seen = []
+
+    def chars(text: str) -> int:
+        seen.append(len(text))
+        return len(text)
+
+    doc = Document("d", "", "x" * 50_000)
+    chunks = chunk_document(doc, chars, max_tokens=258, overlap=0)  # 256 characters per chunk
+    assert [len(c.text) for c in chunks] == [256] * 195 + [80]
+    assert sum(seen) < 20 * len(doc.text)
 
 
 # --- exact cases with a fake counter (one token per word) ---------------------------------------

@@ -5,11 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 from pathlib import Path
 
 import pytest
+from deadline import within
 
-from medrag.documents import LOADERS, SUPPORTED, SkippedFile, corpus_sha256, load_documents, normalise
+from medrag import documents
+from medrag.documents import LOADERS, SUPPORTED, SkippedFile, corpus_sha256, jsonl_lines, load_documents, normalise
 from medrag.errors import DocumentError
 from medrag.types import Document
 
@@ -286,14 +289,14 @@ def test_unreadable_file_chmod(tmp_path):
 def test_unreadable_file_simulated(tmp_path, monkeypatch):
     path = write(tmp_path / "secret.txt", "Secret\nText.")
     write(tmp_path / "ok.txt", "Ok\nText.")
-    real_read_bytes = Path.read_bytes
+    real_open = os.open
 
-    def read_bytes(self):
-        if self.name == "secret.txt":
-            raise PermissionError(13, "Permission denied", str(self))
-        return real_read_bytes(self)
+    def os_open(file, flags, *args, **kwargs):
+        if Path(file).name == "secret.txt":
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, flags, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    monkeypatch.setattr(os, "open", os_open)
     result = load_documents([tmp_path])
     assert [d.id for d in result.documents] == ["ok"]
     assert result.skipped == [SkippedFile(str(path), "cannot read file: Permission denied")]
@@ -341,3 +344,173 @@ def test_corpus_sha256_is_stable_and_documented():
     assert corpus_sha256([Document("a", "T", "x", "u")] + docs[1:]) == expected  # source, metadata do not count
     assert corpus_sha256(docs[::-1]) != expected
     assert corpus_sha256([]) == hashlib.sha256(b"").hexdigest()
+
+
+# --- only regular files inside the given folders -------------------------------------------------
+
+
+def test_links_are_reported_and_never_followed(tmp_path):
+    outside = write(tmp_path / "outside" / "passwd.txt", "Secret\nroot:x:0:0")
+    write(tmp_path / "outside" / "more" / "other.txt", "Secret\nOther.")
+    root = tmp_path / "corpus"
+    write(root / "good.txt", "Good\nKept.")
+    write(root / "inside.txt", "Inside\nKept once.")
+    (root / "to-passwd.txt").symlink_to(outside)
+    (root / "to-inside.txt").symlink_to(root / "inside.txt")
+    (root / "to-folder").symlink_to(tmp_path / "outside" / "more", target_is_directory=True)
+    (root / "dangling.md").symlink_to(tmp_path / "nowhere.md")
+    (tmp_path / "given-link.txt").symlink_to(outside)
+    result = load_documents([root, tmp_path / "given-link.txt"])
+    assert [d.id for d in result.documents] == ["good", "inside"]
+    assert "root:x" not in "".join(d.text for d in result.documents)
+    assert [s.path for s in result.skipped] == [
+        str(root / "dangling.md"),
+        str(root / "to-folder"),
+        str(root / "to-inside.txt"),
+        str(root / "to-passwd.txt"),
+        str(tmp_path / "given-link.txt"),
+    ]
+    assert result.skipped[3].reason.startswith(f"symbolic link to {outside}: links are not followed")
+    assert all("copy the file in" in s.reason for s in result.skipped)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_a_fifo_is_reported_and_does_not_block(tmp_path):
+    write(tmp_path / "a.txt", "A\nText.")
+    os.mkfifo(tmp_path / "pipe.txt")  # nobody writes to it: opening it to read would wait forever
+    with within(20):
+        result = load_documents([tmp_path])
+        alone = load_documents([tmp_path / "pipe.txt"])
+    assert [d.id for d in result.documents] == ["a"]
+    reason = "a FIFO (named pipe), not a regular file: only regular files are read"
+    assert result.skipped == alone.skipped == [SkippedFile(str(tmp_path / "pipe.txt"), reason)]
+
+
+@pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no unix sockets on this platform")
+def test_sockets_and_devices_are_reported(tmp_path):
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(tmp_path / "sock.txt"))
+    try:
+        result = load_documents([tmp_path, "/dev/null"])
+    finally:
+        server.close()
+    assert result.skipped == [
+        SkippedFile(str(tmp_path / "sock.txt"), "a socket, not a regular file: only regular files are read"),
+        SkippedFile("/dev/null", "a device, not a regular file: only regular files are read"),
+    ]
+
+
+def test_a_file_over_its_size_limit_is_skipped_before_it_is_read(tmp_path):
+    big = tmp_path / "huge.txt"
+    with open(big, "wb") as f:
+        f.truncate(documents.MAX_FILE_BYTES + 1)  # sparse: no disk used, and never read
+    write(tmp_path / "ok.txt", "Ok\nText.")
+    result = load_documents([tmp_path])
+    assert [d.id for d in result.documents] == ["ok"]
+    assert result.skipped == [
+        SkippedFile(str(big), "too large: 64.0 MiB, the limit for a .txt file is 64 MiB; split it into smaller files")
+    ]
+
+
+# --- linear time, bounded work -------------------------------------------------------------------
+
+
+def test_html_nested_100k_deep_is_skipped_at_once(tmp_path):
+    path = write(tmp_path / "deep.html", "<html><body>" + "<div>" * 100_000 + "x" + "</div>" * 100_000)
+    with within(10):  # it never finished before (bs4's tree: quadratic), or died of RecursionError
+        result = load_documents([path])
+    assert result.skipped == [
+        SkippedFile(
+            str(path),
+            "HTML nested deeper than 512 elements (MAX_HTML_DEPTH): not a page a browser shows as written; "
+            "save the page from a browser, or as text",
+        )
+    ]
+
+
+@pytest.mark.parametrize("unit", ["<!--", "<a", "<![CDATA[", "<?", "</", "<a '", "< a", "&#99999999999"])
+def test_html_malformed_runs_are_read_in_linear_time(tmp_path, unit):
+    path = write(tmp_path / "bad.html", "<p>Before.</p>" + unit * 100_000)
+    with within(10):  # the stdlib parser took ~40 s on 40,000 unclosed "<!--"
+        doc = load_one(path)
+    assert doc.text.startswith("Before.")
+
+
+def test_html_end_tags_a_page_may_omit(tmp_path):
+    page = "<title>Lists</title><p>One<p>Two<div>Three</div><ul><li>Four<li>Five</ul>" + "<p>More" * 2000
+    doc = load_one(write(tmp_path / "omitted.html", page))  # 2,000 unclosed <p>: shallow, as a browser reads it
+    assert doc.text.startswith("One\nTwo\nThree\nFour\nFive\nMore\nMore")
+
+
+def test_text_and_markdown_are_linear_on_long_runs(tmp_path):
+    write(tmp_path / "spaces.txt", "Spaces\na" + " " * 200_000 + "b")
+    write(tmp_path / "hashes.md", "# " + "#" * 200_000 + "x\n\nBody.")
+    with within(10):  # each regex took minutes on this
+        docs = load_documents([tmp_path]).documents
+    assert [(d.title[-3:], len(d.text)) for d in docs] == [("##x", 5), ("ces", 200_002)]
+
+
+def test_a_pdf_that_takes_too_long_is_skipped(tmp_path, monkeypatch):
+    monkeypatch.setattr(documents, "PDF_SECONDS", 0.5)
+    slow = write(tmp_path / "slow.pdf", make_pdf([f"Line {i} about asthma." for i in range(20_000)]))  # ~8 s
+    write(tmp_path / "quick.pdf", make_pdf(["Quick."]))
+    with within(20):
+        result = load_documents([tmp_path])
+    assert [d.text for d in result.documents] == ["Quick."]
+    assert result.skipped == [
+        SkippedFile(str(slow), "took longer than 0.5 s to read (PDF_SECONDS): a damaged or crafted file?")
+    ]
+
+
+# --- one bad .jsonl line never drops the file ------------------------------------------------------
+
+
+JSONL_BAD_LINES = {
+    '["a list", "not an object"]': "not a JSON object but an array: each line must be one object with a 'text' field",
+    '"just a string"': "not a JSON object but a string: each line must be one object with a 'text' field",
+    "42": "not a JSON object but a number: each line must be one object with a 'text' field",
+    "null": "not a JSON object but null: each line must be one object with a 'text' field",
+    '{"id": {"an": "object"}, "text": "T."}': "'id' must be a string or an integer, not an object",
+    '{"id": [1], "text": "T."}': "'id' must be a string or an integer, not an array",
+    '{"id": true, "text": "T."}': "'id' must be a string or an integer, not a boolean",
+    '{"text": "T.", "title": {"x": 1}}': "'title' must be a string, not an object",
+    '{"text": "T.", "url": 3}': "'url' must be a string, not a number",
+    '{"text": "T.", "source": ["a"]}': "'source' must be a string, not an array",
+    '{"text": ["not", "text"]}': "missing or empty 'text' field",
+    '{"text": "T.", "n": ' + "9" * 5000 + "}": "invalid JSON (Exceeds the limit (4300 digits) for integer string conversion: value has 5000 digits; use sys.set_int_max_str_digits() to increase the limit)",
+    '{"id": ' + "1" * 5000 + ', "text": "T."}': "invalid JSON (Exceeds the limit (4300 digits) for integer string conversion: value has 5000 digits; use sys.set_int_max_str_digits() to increase the limit)",
+    '{"text": "T.", "score": NaN}': "invalid JSON (NaN is not a number JSON can carry)",
+    '{"text": "T.", "score": 1e999}': "invalid JSON (1e999 does not fit a 64-bit float)",
+    '{"text": "T.", "m": ' + "[" * 40 + "]" * 40 + "}": "nested deeper than 32 levels (MAX_JSON_DEPTH): flatten its metadata",
+    '{"text": "T.", "m": ' + "[" * 100_000 + "]" * 100_000 + "}": "invalid JSON (nested too deeply; at most 32 levels are read)",
+    '{"text": "Bad \\ud800 escape."}': "a lone surrogate (\\ud800) is not text: fix the escape (a character outside the BMP needs two)",
+}  # fmt: skip
+
+
+def test_each_bad_jsonl_line_is_skipped_alone(tmp_path):
+    lines = []
+    for i, bad in enumerate(JSONL_BAD_LINES):
+        lines += [json.dumps({"id": f"good{i}", "text": f"Good text {i}."}), bad]
+    path = write(tmp_path / "mixed.jsonl", "\n".join(lines) + "\n")
+    result = load_documents([path])
+    assert [d.id for d in result.documents] == [f"good{i}" for i in range(len(JSONL_BAD_LINES))]
+    assert result.skipped == [
+        SkippedFile(f"{path}:{2 * i + 2}", reason) for i, reason in enumerate(JSONL_BAD_LINES.values())
+    ]
+
+
+def test_odd_but_valid_jsonl_rows(tmp_path):
+    rows = [{"id": 7, "text": "Integer id.", "score": 1e308, "tags": {"a": [1, {"b": None}]}},
+            {"text": "Astral \U0001f600 is fine.", "title": None, "url": None}]  # fmt: skip
+    docs = load_documents([write(tmp_path / "ok.jsonl", "\n".join(json.dumps(r) for r in rows))]).documents
+    assert [(d.id, d.title, d.url) for d in docs] == [("7", "", ""), ("ok:2", "", "")]
+    assert docs[0].metadata == {"score": 1e308, "tags": {"a": [1, {"b": None}]}}
+    assert docs[1].text == "Astral \U0001f600 is fine."
+
+
+def test_jsonl_lines_names_a_mis_encoded_line(tmp_path):
+    path = write(tmp_path / "q.jsonl", b'{"a": 1}\n{"b": "caf\xe9"}\n')
+    lines = jsonl_lines(path, "questions file", "pass another")
+    assert next(lines) == (1, '{"a": 1}\n')
+    with pytest.raises(DocumentError, match=f"^{path}:2: not valid UTF-8 \\(byte 0xe9 at offset 10\\)"):
+        next(lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 
@@ -68,6 +69,33 @@ def test_onnx_and_torch_agree(embedder, cache_dir):
     assert cos.min() >= 0.9999
 
 
+def test_the_graph_is_written_from_the_weights_without_torch_or_a_child(tmp_path, monkeypatch, embedder):
+    """A cold start writes the encoder's graph in-process from the safetensors file (issue 10, point 7):
+    no tracing child, and its vectors are sentence-transformers' (exact to float rounding)."""
+    import subprocess
+
+    def no_child(*args, **kwargs):
+        raise AssertionError(f"a child process was started: {args}")
+
+    monkeypatch.setattr(subprocess, "run", no_child)
+    fresh = TextEmbedder(backend="onnx", cache_dir=tmp_path)
+    assert fresh.backend == "onnx" and fresh._load().onnx_path.is_relative_to(tmp_path)
+    np.testing.assert_allclose(fresh.embed(TEXTS), embedder.embed(TEXTS), atol=1e-5)
+
+
+def test_only_absolute_position_bert_is_written_by_hand(tmp_path):
+    from medrag.onnx_bert import bert_onnx
+
+    folder = resolve_model_path("sentence-transformers/all-MiniLM-L6-v2")
+    for change in ({"model_type": "roberta"}, {"hidden_act": "gelu_new"}, {"position_embedding_type": "relative_key"}):
+        other = tmp_path / next(iter(change.values()))
+        other.mkdir()
+        config = json.loads((folder / "config.json").read_text())
+        (other / "config.json").write_text(json.dumps({**config, **change}))
+        with pytest.raises(NotImplementedError):
+            bert_onnx(other, folder / "model.safetensors")
+
+
 def test_failed_export_falls_back_to_torch(tmp_path, monkeypatch, caplog):
     def boom(folder, target):
         raise RuntimeError("exporter exploded")
@@ -121,3 +149,14 @@ def test_embed_cached_matches_embed_and_reuses_vectors(embedder, monkeypatch):
     again = embedder.embed_cached(["Flu is caused by a virus.", "A new sentence here."])
     assert calls == [["A new sentence here."]]
     np.testing.assert_allclose(again[0], first[1], atol=1e-6)
+
+
+def test_embed_query_remembers_the_last_questions(embedder, monkeypatch):
+    runner = embedder._load()
+    calls = []
+    encode_one = runner.encode_one
+    monkeypatch.setattr(runner, "encode_one", lambda text: calls.append(text) or encode_one(text))
+    first = embedder.embed_query("a question asked twice in a row")
+    first[:] = 0  # the caller's copy: the remembered vector is untouched
+    again = embedder.embed_query("a question asked twice in a row")
+    assert calls == ["a question asked twice in a row"] and abs(float(np.linalg.norm(again)) - 1.0) < 1e-5

@@ -56,13 +56,14 @@ def test_load_questions_groups_and_errors(tmp_path):
     rows = [
         {"id": "1", "question": "q?", "gold_doc_ids": ["a"], "source": "MedQuAD/GARD"},
         {"id": "2", "question": "q?", "gold_doc_ids": ["b"], "source": "LiveQA-Med-2017"},
-        {"id": "3", "question": "help", "red_flag": True, "source": "RedFlags"},
+        {"id": "3", "question": "help", "red_flag": True, "help": "crisis", "source": "RedFlags"},
     ]
     p.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
     qs = load_questions(p)
     assert [q.group for q in qs] == ["MedQuAD", "LiveQA", "RedFlags"]
     assert [q.answerable for q in qs] == [True, True, False]
     assert qs[2].red_flag is True and qs[0].red_flag is None
+    assert qs[2].help == "crisis" and qs[0].help is None
     p.write_text('{"id": "x"}\n')
     with pytest.raises(MedRAGError, match=r"q.jsonl:1"):
         load_questions(p)
@@ -72,3 +73,31 @@ def test_format_table_has_a_row_per_mode_and_group():
     table = format_table({"bm25": {"MedQuAD": {"hit@1": 0.5, "n": 2}, "all": {"hit@1": 0.5, "n": 2}}})
     assert "| bm25 | MedQuAD | 2 | 0.500 |" in table
     assert table.splitlines()[0].startswith("| mode | source | n | hit@1")
+
+
+def test_answers_score_red_flags_and_the_help_given():
+    from medrag.evaluate import evaluate_answers
+    from medrag.evaluation import Question
+    from medrag.prompts import CRISIS_MESSAGE, URGENT_CARE_MESSAGE
+    from medrag.types import Answer
+
+    replies = {
+        "a": Answer("a", CRISIS_MESSAGE, kind="urgent"),  # raised, right help
+        "b": Answer("b", URGENT_CARE_MESSAGE, kind="urgent"),  # raised, emergency number instead of poison control
+        "c": Answer("c", "An answer.", kind="answer"),  # missed
+        "d": Answer("d", URGENT_CARE_MESSAGE, kind="urgent"),  # a near-miss raised
+    }
+
+    class Pipeline:
+        def answer(self, question, mode=None):
+            return replies[question]
+
+    questions = [
+        Question("1", "a", [], "RedFlags/emergency", red_flag=True, help="crisis"),
+        Question("2", "b", [], "RedFlags/emergency", red_flag=True, help="poison"),
+        Question("3", "c", [], "RedFlags/emergency", red_flag=True, help="emergency"),
+        Question("4", "d", [], "RedFlags/near-miss", red_flag=False),
+    ]
+    row = evaluate_answers(Pipeline(), questions, "hybrid")["RedFlags"]
+    assert row["red_flag_recall"] == pytest.approx(2 / 3) and row["red_flag_precision"] == pytest.approx(2 / 3)
+    assert row["red_flag_help_accuracy"] == 0.5 and row["n"] == 4

@@ -29,8 +29,8 @@ from medrag.hf_generator import HFGenerator
 from medrag.hub import push_adapter, push_index
 from medrag.index import VectorIndex
 from medrag.pipeline import RAGPipeline
-from medrag.refresh import Refresher, serve
-from medrag.ui import mode_line, status_markdown
+from medrag.refresh import WEBHOOK_PATH, Refresher, serve
+from medrag.ui import inert, mode_line, status_markdown
 
 TOKEN, SECRET = "hf_FakeTokenForRefreshTests0123456789", "webhook-s3cret"
 ADAPTER, INDEX = "medrag-org/medrag-adapter", "medrag-org/medrag-index"
@@ -104,7 +104,7 @@ def test_adapter_refresh_by_webhook_and_poll(hub, tiny):
     demo = app.build_demo(pipeline, refresher).queue()
     port = free_port()
     serve(demo, refresher, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    url = f"http://127.0.0.1:{port}/webhooks/medrag"
+    url = f"http://127.0.0.1:{port}{WEBHOOK_PATH}"
     try:
         sha2 = push_adapter(tiny["adapter1"], ADAPTER)
         for headers in ({"X-Webhook-Secret": "wrong"}, {}, {"X-Webhook-Secret": SECRET + "x"}):
@@ -113,6 +113,11 @@ def test_adapter_refresh_by_webhook_and_poll(hub, tiny):
         other = httpx.post(url, json=payload("someone/else"), headers=ok)
         assert other.status_code == 200 and other.json()["status"] == "ignored"
         assert httpx.post(url, content=b"not json", headers=ok).status_code == 400
+        for deep in (b"[" * 100_000 + b"]" * 100_000, b'{"event": ' + b"[" * 5_000 + b"]" * 5_000 + b"}"):
+            nested = httpx.post(url, content=deep, headers=ok)  # Python's parser gives up: 400, not 500
+            assert nested.status_code == 400 and "nothing done" in nested.json()["error"]
+        too_big = httpx.post(url, content=b" " * (2 << 20), headers=ok)
+        assert too_big.status_code == 413 and "not a Hub webhook" in too_big.json()["error"]
         assert refresher._threads == [] and pipeline.answer(Q).versions["adapter"] == f"{ADAPTER}@{sha1}"
 
         accepted = httpx.post(url, json=payload(ADAPTER), headers=ok)
@@ -133,7 +138,7 @@ def test_adapter_refresh_by_webhook_and_poll(hub, tiny):
         assert pipeline.answer(Q).versions["adapter"] == f"{ADAPTER}@{sha2}"  # the old one is kept
         error = refresher.last_error
         assert error.kind == "adapter" and f"{ADAPTER}@{sha3}" in error.message and "no_such_proj" in error.message
-        assert str(error) in status_markdown(pipeline, refresher) and " UTC" in str(error)
+        assert inert(str(error)) in status_markdown(pipeline, refresher) and " UTC" in str(error)
         before = downloads(hub)
         assert refresher.check("adapter").status == "failed" and downloads(hub) == before  # not retried
 
@@ -200,11 +205,33 @@ def test_no_secret_no_webhook(hub, caplog):
         serve(demo, refresher, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True) is None
     )
     try:
-        response = httpx.post(f"http://127.0.0.1:{port}/webhooks/medrag", json=payload(INDEX, "dataset"))
+        response = httpx.post(f"http://127.0.0.1:{port}{WEBHOOK_PATH}", json=payload(INDEX, "dataset"))
         assert response.status_code in (404, 405) and refresher._threads == []
     finally:
         demo.close()
     assert "MEDRAG_WEBHOOK_SECRET is not set" in caplog.text and refresher.webhook_path is None
+
+
+@pytest.mark.slow
+def test_webhook_reaches_python_through_the_ssr_front_server(hub):
+    """Spaces serve gradio with SSR: Node takes the public port and forwards only its own prefixes to Python."""
+    pipeline = RAGPipeline(PipelineConfig(**FAKE, index_repo=INDEX, webhook_secret=SECRET), embedder=WordEmbedder())
+    pipeline.swap(index=tiny_index())
+    refresher = Refresher(pipeline)
+    demo = app.build_demo(pipeline, refresher).queue()
+    port = free_port()
+    serve(
+        demo, refresher, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, ssr_mode=True
+    )
+    try:
+        assert demo.node_port == port and demo.server_port != port  # Node in front, Python behind it
+        url = f"http://127.0.0.1:{port}{WEBHOOK_PATH}"
+        assert httpx.post(url, json=payload(INDEX, "dataset"), headers={"X-Webhook-Secret": "wrong"}).status_code == 401
+        ignored = httpx.post(url, json=payload("someone/else", "dataset"), headers={"X-Webhook-Secret": SECRET})
+        assert ignored.status_code == 200 and ignored.json()["status"] == "ignored"
+        assert httpx.get(f"http://127.0.0.1:{port}/").status_code == 200
+    finally:
+        demo.close()
 
 
 def test_webhook_routing():

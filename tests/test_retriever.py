@@ -47,14 +47,31 @@ def bm25(query: str, i: int) -> float:
     return score
 
 
-@pytest.fixture
-def retriever():
+@pytest.fixture(params=["memory", "disk", "milvus"])
+def retriever(request, tmp_path):
+    """The same retriever over each index engine: in memory (flat), on disk (ivfpq, every list probed, so
+    exact up to its float16 vectors), and Milvus (embedded milvus-lite; skipped, with the pip line, without it)."""
     chunks = [Chunk(id=f"c{i}", doc_id=f"c{i}", title="", text=t) for i, t in enumerate(TEXTS)]
     emb = KeywordEmbedder()
-    index = VectorIndex.build(
-        chunks, emb.embed(TEXTS), model_id="fake", dim=4, chunker={}, corpus_sha256="x"
-    )  # fmt: skip
-    return Retriever(index, emb, PipelineConfig(top_k=6, candidate_k=50, rrf_k=60))
+    if request.param == "memory":
+        index = VectorIndex.build(chunks, emb.embed(TEXTS), model_id="fake", dim=4, chunker={}, corpus_sha256="x")
+    elif request.param == "disk":
+        from medrag.disk_index import DiskIndex
+        from medrag.shards import build_from_chunks
+
+        index = DiskIndex.load(build_from_chunks(chunks, emb.embed(TEXTS), tmp_path / "ix", model_id="fake"))
+        index.nprobe, index.rerank = index.faiss.nlist, len(index)
+    else:
+        from medrag.milvus_index import PIP, MilvusIndex
+
+        pytest.importorskip("pymilvus", reason=f"the Milvus engine needs: pip install {PIP}")
+        pytest.importorskip("milvus_lite", reason=f"the Milvus engine needs: pip install {PIP}")
+        index = MilvusIndex.create(
+            str(tmp_path / "m.db"), "chunks", chunks, emb.embed(TEXTS), {"embedding_model": "fake"}
+        )
+    r = Retriever(index, emb, PipelineConfig(top_k=6, candidate_k=50, rrf_k=60))
+    r.rel = 1e-3 if request.param == "disk" else 1e-6  # float16 vectors on disk: cosines to ~3 digits
+    return r
 
 
 def ids(hits: list[Hit]) -> list[str]:
@@ -64,7 +81,7 @@ def ids(hits: list[Hit]) -> list[str]:
 def test_dense(retriever):
     hits = retriever.search("heart lung", k=3, mode="dense")
     assert ids(hits) == ["c0", "c2", "c1"]
-    assert [h.score for h in hits] == pytest.approx([3 / math.sqrt(10), 3 / math.sqrt(20), 1 / 2])
+    assert [h.score for h in hits] == pytest.approx([3 / math.sqrt(10), 3 / math.sqrt(20), 1 / 2], rel=retriever.rel)
     assert [(h.rank, h.dense_rank, h.bm25_score, h.retrievers) for h in hits] == [
         (1, 1, None, ("dense",)),
         (2, 2, None, ("dense",)),
@@ -77,7 +94,8 @@ def test_bm25_hits_get_their_cosine(retriever):
     assert ids(hits) == ["c0", "c2", "c3"]
     assert [h.score for h in hits] == pytest.approx([bm25("heart lung", i) for i in (0, 2, 3)], rel=1e-5)
     assert [h.bm25_rank for h in hits] == [1, 2, 3] and all(h.retrievers == ("bm25",) for h in hits)
-    assert [h.dense_score for h in hits] == pytest.approx([3 / math.sqrt(10), 3 / math.sqrt(20), 1 / math.sqrt(6)])
+    expected = [3 / math.sqrt(10), 3 / math.sqrt(20), 1 / math.sqrt(6)]
+    assert [h.dense_score for h in hits] == pytest.approx(expected, rel=retriever.rel)
     assert all(h.dense_rank is None for h in hits)
 
 
@@ -100,10 +118,14 @@ def test_hybrid_with_shallow_candidates_mixes_single_retriever_hits(retriever):
     assert [h.retrievers for h in hits] == [("dense", "bm25"), ("bm25",), ("dense",)]
     c0, c5, c2 = hits
     assert (c0.dense_rank, c0.bm25_rank) == (1, 2)
-    assert (c5.dense_rank, c5.bm25_rank, c5.dense_score) == (None, 1, pytest.approx(1 / math.sqrt(20)))
+    assert (c5.dense_rank, c5.bm25_rank, c5.dense_score) == (
+        None,
+        1,
+        pytest.approx(1 / math.sqrt(20), rel=retriever.rel),
+    )
     assert c5.bm25_score == pytest.approx(bm25("heart lung pressure", 5), rel=1e-5)
     assert (c2.dense_rank, c2.bm25_rank, c2.bm25_score) == (2, None, None)
-    assert evidence(hits) == pytest.approx(3 / math.sqrt(10)) == retriever.evidence(hits)
+    assert evidence(hits) == pytest.approx(3 / math.sqrt(10), rel=retriever.rel) == retriever.evidence(hits)
 
 
 def test_batch_equals_one_by_one(retriever):

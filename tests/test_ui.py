@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from medrag.config import PipelineConfig
 from medrag.prompts import CANNOT_ANSWER_PHRASE, DISCLAIMER, URGENT_CARE_MESSAGE
@@ -15,7 +19,9 @@ from medrag.ui import (
     answer_json,
     answer_markdown,
     cited_numbers,
+    code,
     highlight,
+    inert,
     link_citations,
     mode_line,
     safe_url,
@@ -55,13 +61,13 @@ def test_link_citations_links_each_number_to_its_source():
     out = link_citations("Wheeze is common [1]. Rest helps [1, 2]. Unknown [7].", sources)
     assert out == (
         'Wheeze is common [[1]](https://a.example/x "Say &quot;hi&quot;"). '
-        'Rest helps [[1]](https://a.example/x "Say &quot;hi&quot;")[[2]](https://b.example/y "B"). Unknown [7].'
+        'Rest helps [[1]](https://a.example/x "Say &quot;hi&quot;")[[2]](https://b.example/y "B"). Unknown &#91;7&#93;.'
     )
 
 
 def test_link_citations_escapes_html_and_skips_unsafe_urls():
     out = link_citations("<script>x</script> a [1]", [hit(1, url="javascript:alert(1)")])
-    assert out == "&lt;script&gt;x&lt;/script&gt; a [1]"
+    assert out == "&lt;script&gt;x&lt;/script&gt; a &#91;1&#93;"
 
 
 def test_cited_numbers_in_order_without_out_of_range():
@@ -72,14 +78,17 @@ def test_answer_markdown_answer_has_links_and_source_list():
     ans = Answer("q", "Inhalers help [1].", sources=[hit(1)], unsupported=["x"])
     md = answer_markdown(ans)
     assert '[[1]](https://example.org/a "Asthma")' in md
-    assert "Sources: [1] [Asthma](https://example.org/a)" in md
+    assert "Sources: &#91;1&#93; [Asthma](https://example.org/a)" in md
     assert "1 sentence not clearly supported" in md
 
 
 def test_answer_markdown_lists_each_cited_page_once():
     two_chunks = [hit(1), hit(2, title="Other", url="https://example.org/b"), hit(1)]
     md = answer_markdown(Answer("q", "A [3]. B [2]. C [1].", sources=two_chunks))
-    assert "Sources: [3][1] [Asthma](https://example.org/a) · [2] [Other](https://example.org/b)" in md
+    assert (
+        "Sources: &#91;3&#93;&#91;1&#93; [Asthma](https://example.org/a) · &#91;2&#93; [Other](https://example.org/b)"
+        in md
+    )
 
 
 def test_answer_markdown_urgent_is_a_red_callout():
@@ -188,3 +197,59 @@ def test_status_markdown_reads_the_manifest(tmp_path):
     assert "**Mode:** extractive (CPU)" in md
     assert "`ffffffffffff`" in md and "- chunks: 7" in md and "- index type: flat" in md
     assert "gradio" in md and "transformers" in md and "How it works" in md and DISCLAIMER in md
+
+
+# --- inert: what a visitor, a document or a manifest supplies never becomes a tag, link or image -----
+LINK_MAKERS = re.compile(r"[<>\[\]\\]|(?i:https?:|ftp:|mailto:|www\.)|@")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "![x](https://attacker.invalid/p.png) [Official advice](https://attacker.invalid/)",
+        "<https://attacker.invalid/a> www.attacker.invalid mail@attacker.invalid HTTP://X",
+        "[ref][1]\n\n[1]: https://attacker.invalid/r",
+        "&#33;[y](https://attacker.invalid/e.png) \\[not a link\\]",
+        "<img src=https://attacker.invalid/i.png>",
+    ],
+)
+def test_inert_leaves_nothing_that_links(text):
+    out = inert(text)
+    assert not LINK_MAKERS.search(out) and html.unescape(out) == text
+
+
+@given(st.text())
+def test_inert_property(text):
+    out = inert(text)
+    assert not LINK_MAKERS.search(out) and html.unescape(out) == text
+
+
+@given(st.text())
+def test_code_spans_hold_any_value(value):
+    span = code(value)
+    fence = re.match(r"`+", span).group()
+    inner = span[len(fence) : -len(fence)]
+    assert span.endswith(fence) and "\n" not in span and fence not in inner
+    assert inner.strip() == " ".join(str(value).split())
+
+
+def test_status_markdown_shows_hostile_manifest_and_names_inert(tmp_path):
+    evil = "x ![i](https://attacker.invalid/i.png) [l](https://attacker.invalid/)"
+    manifest = {
+        "corpus_sha256": "`" + evil,
+        "embedding_model": "m`` " + evil + "\n\n" + evil,
+        "index_type": evil,
+        "built_at": evil,
+        "counts": {"documents": evil, "chunks": 3},
+        "extra": {"sources": [evil]},
+    }
+    pipeline = SimpleNamespace(
+        config=PipelineConfig(index_dir=str(tmp_path), sample_docs=str(tmp_path / "none")),
+        _index=SimpleNamespace(manifest=manifest),
+        _generator=_Gen("hf", {"base_model": evil, "adapter": evil}),
+        index_source=evil,
+    )
+    from markdown_it import MarkdownIt  # CommonMark, as gradio's marked reads links and images
+
+    page = MarkdownIt("commonmark").render(status_markdown(pipeline))
+    assert page.count("attacker") >= 10 and "<img" not in page and "<a " not in page  # autolinks: see inert's tests

@@ -5,6 +5,9 @@
   `PreTrainedTokenizerFast` with Mistral's special tokens and a Mistral-style chat template.
 - `make_tiny_mistral`: a 2-layer, 64-wide `MistralForCausalLM` saved with its tokenizer, so the
   folder is a complete local "base model" that `from_pretrained` loads like a Hub id.
+- `write_tiny_corpus` / `tiny_questions`: 14 one-topic leaflets in the same words (a jsonl corpus
+  with MedQuAD-style `focus` and `qtype`) and questions about them with their gold document, the
+  raw material of `medrag.sft_data` in the tests.
 - `make_tiny_adapter`: a LoRA adapter on q_proj/v_proj, `steps` optimiser steps (one by default)
   from a random lora_B (peft starts lora_B at zero, which makes an untrained adapter a no-op), so
   adapters with different seeds or texts change greedy output in different ways.
@@ -55,6 +58,46 @@ Osteoporosis weakens bones and makes them more likely to break. Calcium and vita
 Question: What are the symptoms of diabetes? Answer: Feeling very thirsty and passing urine often [1].
 Question: How can I lower my blood pressure? Answer: Eat less salt and stay active [2].
 """
+
+
+TINY_CORPUS = {  # doc id -> (title, text): MEDICAL_TEXT's statements, one topic per document
+    "doc:diabetes": ("Diabetes", " ".join(MEDICAL_TEXT.splitlines()[0:3])),
+    "doc:blood-pressure": ("High blood pressure", " ".join(MEDICAL_TEXT.splitlines()[3:5])),
+    "doc:asthma": ("Asthma", " ".join(MEDICAL_TEXT.splitlines()[5:7])),
+    "doc:influenza": ("Influenza", " ".join(MEDICAL_TEXT.splitlines()[7:9])),
+    "doc:anaemia": ("Anaemia", MEDICAL_TEXT.splitlines()[9]),
+    "doc:migraine": ("Migraine", MEDICAL_TEXT.splitlines()[10]),
+    "doc:chickenpox": ("Chickenpox", MEDICAL_TEXT.splitlines()[11]),
+    "doc:kidney-stones": ("Kidney stones", MEDICAL_TEXT.splitlines()[12]),
+    "doc:sunburn": ("Sunburn", MEDICAL_TEXT.splitlines()[13]),
+    "doc:dehydration": ("Dehydration", MEDICAL_TEXT.splitlines()[14]),
+    "doc:antibiotics": ("Antibiotics", MEDICAL_TEXT.splitlines()[15]),
+    "doc:fever": ("Fever", MEDICAL_TEXT.splitlines()[16]),
+    "doc:eczema": ("Eczema", MEDICAL_TEXT.splitlines()[17]),
+    "doc:osteoporosis": ("Osteoporosis", MEDICAL_TEXT.splitlines()[18]),
+}
+QUESTION_TEMPLATES = ("What is {t}?", "What should I know about {t}?", "Tell me about {t}.")
+
+
+def write_tiny_corpus(path: str | Path) -> Path:
+    """The 14 leaflets as a corpus jsonl (id, title, text, source, focus, qtype)."""
+    import json
+
+    rows = [
+        {"id": i, "title": t, "text": x, "source": "Leaflets/tiny", "focus": t, "qtype": "information"}
+        for i, (t, x) in TINY_CORPUS.items()
+    ]
+    Path(path).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return Path(path)
+
+
+def tiny_questions(templates=QUESTION_TEMPLATES) -> list[dict]:
+    """One question per document and template, with its gold document: id, question, gold_doc_ids, source."""
+    return [
+        {"id": f"{i}:{k}", "question": tpl.format(t=t.lower()), "gold_doc_ids": [i], "source": "Leaflets/tiny"}
+        for k, tpl in enumerate(templates)
+        for i, (t, _) in TINY_CORPUS.items()
+    ]
 
 
 def training_text() -> str:
