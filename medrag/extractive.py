@@ -145,6 +145,18 @@ class ExtractiveGenerator(Generator):
         described = on_topic if any(x.relevant for x in on_topic) else scored
         return self._missing(question, sources, described, kind)
 
+    def select(self, question: str, sources: Sequence[Chunk]) -> list[tuple[int, str, float]]:
+        """The quotes that answer `question` as (1-based source number, verbatim text, cosine), in answer order.
+
+        For the training-data builder (medrag.sft_data): a list's items follow their lead-in, each
+        on its own; no "For <topic>: " introduction (medrag.topics.attribute adds it); empty when
+        the sources do not answer the kind asked (the plan would say what they lack instead).
+        """
+        plan = self.plan(question, sources)
+        if plan.missing:
+            return []
+        return [(x.unit.source + 1, text, x.score) for x in plan.units for text in (x.unit.text, *x.unit.items)]
+
     def _missing(self, question: str, sources: Sequence[Chunk], scored: list[_Scored], kind: str) -> Plan:
         """Nothing answers the kind: say what the sources cover, and quote the opening of the page on the topic.
 

@@ -213,3 +213,20 @@ def test_a_research_section_answers_no_kind_of_question():
         g.generate("How is diabetes treated?", [research, page]) == "Diabetes treatment includes insulin and diet. [2]"
     )
     assert "Researchers" in g.generate("Tell me about diabetes and insulin", [research, page])  # no kind: as before
+
+
+def test_select_gives_the_training_builder_verbatim_quotes_or_nothing_when_the_kind_is_unanswered():
+    g = ExtractiveGenerator(KeywordEmbedder())
+    source = chunk(
+        1, "Diabetes and insulin problems include\n- strong thirst\n- high blood sugar\nInsulin is a hormone."
+    )
+    picked = g.select(Q, [SOURCES[1], source])  # 1-based numbers into the sources given, list items after their lead-in
+    assert [(n, text) for n, text, _ in picked] == [
+        (2, "Diabetes and insulin problems include"),
+        (2, "strong thirst"),
+        (2, "high blood sugar"),
+        (2, "Insulin is a hormone."),
+    ]
+    assert all(0.3 <= cos <= 1.0 for *_, cos in picked)
+    # nothing says how long diabetes lasts: the answer would say so, and no quote is a training target
+    assert g.select("How long does diabetes last?", [SOURCES[0], SOURCES[1]]) == []
