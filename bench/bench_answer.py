@@ -3,7 +3,8 @@
     python bench/bench_answer.py --index DIR [--questions FILE] [--n 200] [--generator extractive]
 
 Runs `RAGPipeline.stream` one question at a time (after a warm-up) and prints p50/p95 of
-retrieval, first streamed text and total (citation check included), from `Answer.timings`.
+retrieval, first streamed text and total (citation check included), from `Answer.timings`, and how
+many answers say what the sources lack ("The sources describe ... but do not say ...").
 Questions default to eval_dev.jsonl spread over its sources. Not a test: quote figures from a
 quiet machine (the load average is printed beside them).
 """
@@ -23,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from medrag.config import PipelineConfig  # noqa: E402
 from medrag.pipeline import RAGPipeline  # noqa: E402
+from medrag.prompts import says_what_is_missing  # noqa: E402
 
 DEFAULT_QUESTIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "eval_dev.jsonl"
 
@@ -43,18 +45,19 @@ def main() -> int:
     t0 = time.perf_counter()
     pipe.retriever, pipe.generator  # noqa: B018  load everything before timing
     load = time.perf_counter() - t0
-    rows, kinds = [], {}
+    rows, kinds, missing = [], {}, 0
     for i, q in enumerate(questions):
         final = None
         for final in pipe.stream(q):  # noqa: B007
             pass
         kinds[final.kind] = kinds.get(final.kind, 0) + 1
+        missing += final.kind == "answer" and says_what_is_missing(final.text)
         if i >= args.warmup and final.kind == "answer":  # declined/urgent ones never reach the generator
             rows.append((final.timings["retrieval"], final.timings["first_token"], final.timings["total"]))
     a = np.array(rows) * 1000
     print(
-        f"index {args.index}: load {load:.1f} s; {len(rows)} answered questions timed; kinds {kinds}; "
-        f"load average {os.getloadavg()[0]:.2f}"
+        f"index {args.index}: load {load:.1f} s; {len(rows)} answered questions timed; kinds {kinds} "
+        f"({missing} answers say what the sources lack); load average {os.getloadavg()[0]:.2f}"
     )
     print("| step | p50 ms | p95 ms |\n| --- | --- | --- |")
     for name, col in zip(("retrieval", "first streamed text", "total"), a.T, strict=True):

@@ -4,7 +4,9 @@ For each answer sentence we strip its [n] markers and score it against each sour
 the best match over that source's sentences of max(embedding cosine, share of the sentence's
 content words found in the source sentence). A sentence with no citation, or whose best
 support is under `threshold`, is flagged as unsupported. The best-matching source sentence is
-returned as a character span of the chunk text so the UI can highlight it.
+returned as a character span of the chunk text so the UI can highlight it. A "For <topic>: "
+introduction (medrag.prompts.INTRO) is not part of the claim, and the fixed "The sources describe
+... but do not say ..." sentence is about the sources, so it is not checked.
 Shortcut on purpose: support is similarity, not entailment; a paraphrase that flips a negation
 can still score high. The extractive generator copies sentences verbatim, so for it support is exact.
 """
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from medrag.chunking import split_sentences
-from medrag.prompts import CANNOT_ANSWER_PHRASE
+from medrag.prompts import CANNOT_ANSWER_PHRASE, INTRO, says_what_is_missing
 from medrag.types import Citation, Hit
 
 MARKER = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
@@ -82,7 +84,8 @@ def cited_numbers(s: str, n_sources: int | None = None) -> list[int]:
 
 
 def _claim(sentence: str) -> str:
-    return MARKER.sub("", sentence).strip()
+    """What a sentence claims: without its [n] markers and its "For <topic>: " introduction."""
+    return INTRO.sub("", MARKER.sub("", sentence).strip(), count=1)
 
 
 def word_overlap(claim: str, source: str) -> float:
@@ -123,7 +126,8 @@ def check_citations(
 
 
 def _is_claim(claim: str) -> bool:
-    return len(claim.split()) >= 3 and CANNOT_ANSWER_PHRASE.rstrip(".") not in claim
+    """Fixed sentences about the sources (cannot answer; what they do not say) claim nothing from them."""
+    return len(claim.split()) >= 3 and CANNOT_ANSWER_PHRASE.rstrip(".") not in claim and not says_what_is_missing(claim)
 
 
 def _similarities(claims, sources, spans, embedder) -> dict[tuple[int, int, int], float]:

@@ -29,6 +29,9 @@ ANSWER_METRICS = (
     "red_flag_recall",
     "red_flag_help_accuracy",
     "red_flags_raised",
+    "key_fact_recall",  # answer-usefulness items with key facts (medrag.usefulness)
+    "narrower_as_general",  # share of answers that state a narrower source's fact as general
+    "says_missing",  # on items whose fact the corpus lacks: the fixed "do not say" sentence, no decline
 )
 
 
@@ -40,6 +43,14 @@ class Question:
     source: str
     red_flag: bool | None = None  # None: not a red-flag-labelled question
     help: str | None = None  # crisis | poison | emergency: the help a labelled emergency needs
+    topic: str | None = None  # answer-usefulness items: what the question is about, in plain words
+    key_facts: list[list[str]] | None = None  # answer-usefulness items: facts a good answer contains
+    missing: str | None = None  # answer-usefulness items: what the corpus does not say
+
+    @property
+    def usefulness(self) -> bool:
+        """An answer-usefulness item (data/eval/answers.jsonl), judged by key facts or by what is missing."""
+        return self.key_facts is not None
 
     @property
     def group(self) -> str:
@@ -51,7 +62,8 @@ class Question:
 
 
 def load_questions(path: str | Path) -> list[Question]:
-    """Read a questions jsonl (`id, question, gold_doc_ids, source`, optional `red_flag` and `help`)."""
+    """Read a questions jsonl (`id, question, gold_doc_ids, source`; optional `red_flag` and `help`, or
+    `topic, key_facts, missing` for answer-usefulness items)."""
     out = []
     for n, line in jsonl_lines(path, "questions file", "pass a questions jsonl (id, question, gold_doc_ids, source)"):
         try:
@@ -63,6 +75,9 @@ def load_questions(path: str | Path) -> list[Question]:
                 source=d.get("source", "unknown"),
                 red_flag=None if d.get("red_flag") is None else bool(d["red_flag"]),
                 help=d.get("help"),
+                topic=d.get("topic"),
+                key_facts=None if d.get("key_facts") is None else [list(f) for f in d["key_facts"]],
+                missing=d.get("missing"),
             )
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise MedRAGError(f"{path}:{n}: not a question line ({e}): expected id, question, gold_doc_ids") from e

@@ -9,7 +9,9 @@ With --answers every question also goes through the full pipeline with the extra
 generator: citation precision and support on answerable questions, abstention everywhere
 (on unanswerable ones it is the rate we want high, on answerable ones the false-abstention
 rate), and red-flag precision/recall on questions labelled `red_flag` (with, where they carry a
-`help` label, the share of raised emergencies answered with the message for that help).
+`help` label, the share of raised emergencies answered with the message for that help). Answer-usefulness items
+(data/eval/answers.jsonl: `key_facts`, `missing`) also get key-fact recall, the share of answers
+that state a narrower source's fact as general, and "says what is missing" (medrag.usefulness).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from medrag.eval_metrics import (
 from medrag.prompts import URGENT_MESSAGES
 from medrag.request import MODES, Request
 from medrag.types import AnswerKind
+from medrag.usefulness import key_fact_recall, says_what_is_missing, states_narrower_as_general
 
 DEPTH = 50  # chunks retrieved per question: enough distinct documents for the @10 metrics
 
@@ -82,6 +85,8 @@ def evaluate_answers(pipeline, questions: list[Question], mode: str, progress: b
             row["citation_precision"] = sum(ans.sources[n - 1].chunk.doc_id in gold for n in cited) / len(cited)
         if ans.kind == AnswerKind.ANSWER and ans.support_rate is not None:
             row["support_rate"] = ans.support_rate
+        if q.usefulness:
+            row.update(usefulness_row(q, ans))
         agg.add(q.group, row)
     result = agg.result()
     all_pairs = [p for pairs in flags.values() for p in pairs]
@@ -93,6 +98,18 @@ def evaluate_answers(pipeline, questions: list[Question], mode: str, progress: b
         if right:
             result[group]["red_flag_help_accuracy"] = sum(right) / len(right)
     return result
+
+
+def usefulness_row(q: Question, ans) -> dict[str, float | None]:
+    """Key-fact recall (items with key facts), narrower-as-general (answers), says-missing (missing items)."""
+    row: dict[str, float | None] = {}
+    if q.missing:
+        row["says_missing"] = float(says_what_is_missing(ans))
+    else:
+        row["key_fact_recall"] = key_fact_recall(ans.text, q.key_facts or [])
+    if ans.kind == "answer":
+        row["narrower_as_general"] = float(states_narrower_as_general(ans, q.topic or ""))
+    return row
 
 
 def merge(a: dict, b: dict) -> dict:

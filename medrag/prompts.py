@@ -87,8 +87,37 @@ Rules:
 - Use only facts stated in the sources, never outside knowledge.
 - After each sentence, cite the source it comes from as [n], for example [1] or [2][3].
 - If the sources do not contain the answer, reply exactly: {cannot_answer}
+- A fact from a source about a narrower topic than the question (one form, type or cause of what
+  is asked about) holds for that topic only: name it first, as in "For <topic>: ...", and never
+  state it as true in general.
+- If the sources cover the topic but not what is asked, say what they describe and what they do
+  not say, in the form: The sources describe <what they cover> but do not say <what was asked>.
 - Do not diagnose, and give no doses or treatment plans beyond what the sources state.
 - Write in plain language, in a few short sentences or bullet points."""
+
+# A quoted sentence about a narrower topic than the question is introduced by that topic; the quote
+# after the introduction stays verbatim (the citation check strips the introduction before scoring).
+TOPIC_INTRO = "For {topic}: "
+STUDY_INTRO = "In one study ({study}): "
+INTRO = re.compile(r"^(?:For [^:\n\[\]]{1,200}|In one study \(PMID \d+\)): ")
+
+# What the answer says when the sources cover the topic but not what was asked: neither a decline
+# nor an invented answer. `says_what_is_missing` is the test the evaluation and the tests use.
+MISSING_TEMPLATE = "The sources describe {covered} but do not say {missing}."
+_MISSING = re.compile(r"\bThe sources describe \S.*? but do not say \S.*?[.]")
+
+
+def missing_statement(covered: Sequence[str], missing: str) -> str:
+    """ "The sources describe Flu and Flu Shot but do not say how long it lasts." """
+    names = list(dict.fromkeys(c for c in covered if c)) or ["this topic"]
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return MISSING_TEMPLATE.format(covered=listed, missing=missing)
+
+
+def says_what_is_missing(text: str) -> bool:
+    """Does `text` say, in the fixed form, what the sources cover and what they do not say?"""
+    return bool(_MISSING.search(text or ""))
+
 
 SOURCE_TEMPLATE = "[{number}] {title}\n{text}"
 

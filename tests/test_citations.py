@@ -78,3 +78,20 @@ def test_embedding_similarity_can_support_a_paraphrase():
 def test_cannot_answer_phrase_is_not_a_claim():
     report = check_citations("I cannot answer this question from the available sources.", SOURCES)
     assert report.checked == 0 and report.support_rate is None
+
+
+def test_a_topic_introduction_is_not_part_of_the_claim_and_the_span_is_the_quote():
+    source = hits("It starts in childhood. It is inherited in an autosomal dominant pattern.")
+    text = "For Example-related disorder, type 2: It is inherited in an autosomal dominant pattern. [1]"
+    report = check_citations(text, source)
+    assert report.unsupported == [] and report.citations[0].support == 1.0
+    a, b = report.citations[0].span
+    assert source[0].chunk.text[a:b] == "It is inherited in an autosomal dominant pattern."
+    # without the rule the introduction's words would count against the quote: 5 of 9 content words are not in it
+    assert word_overlap(text.split(" [")[0], source[0].chunk.text[a:b]) < 0.6
+
+
+def test_the_sentence_on_what_the_sources_lack_is_not_checked():
+    text = "The sources describe T1 and T2 but do not say how long it lasts. Asthma narrows the airways. [1]"
+    report = check_citations(text, SOURCES)
+    assert report.checked == 1 and report.unsupported == [] and [c.number for c in report.citations] == [1]

@@ -122,3 +122,110 @@ def test_focus_widens_when_the_top_source_is_off_topic():
     g = ExtractiveGenerator(KeywordEmbedder())
     text = g.generate(Q, [SOURCES[1], SOURCES[0], SOURCES[2]])  # the asthma page ranked first
     assert "[1]" not in text and "[2]" in text and "[3]" in text
+
+
+def test_structured_abstract_quotes_results_without_their_label():
+    abstract = Chunk(
+        "p#0",
+        "p",
+        "PMID 123 (2001)",
+        "Objective: To study diabetes and insulin in adults.\nMethods: Diabetes patients took insulin daily.\n"
+        "Results: Insulin lowered the blood sugar of diabetes patients.\nConclusions: Insulin helps people with diabetes.",
+    )
+    text = ExtractiveGenerator(KeywordEmbedder()).generate(Q, [abstract])
+    assert text == (
+        "In one study (PMID 123): Insulin lowered the blood sugar of diabetes patients. [1] "
+        "In one study (PMID 123): Insulin helps people with diabetes. [1]"
+    )
+
+
+def test_a_list_is_quoted_under_its_lead_in_and_never_alone():
+    source = chunk(
+        1, "Diabetes and insulin problems include\n- strong thirst\n- high blood sugar\nInsulin is a hormone."
+    )
+    g = ExtractiveGenerator(KeywordEmbedder())
+    assert g.generate(Q, [source]) == (
+        "Diabetes and insulin problems include [1]\n- strong thirst [1]\n- high blood sugar [1]\n\n"
+        "Insulin is a hormone. [1]"
+    )
+    alone = chunk(2, "- diabetes and insulin problems\n- insulin and diabetes again")  # items without a lead-in
+    assert g.generate(Q, [alone]) == CANNOT_ANSWER_PHRASE
+
+
+def test_questions_and_fragments_are_not_quoted():
+    source = chunk(
+        1, "Is diabetes linked to insulin?\nand diabetes with insulin, too\nDiabetes and insulin are linked."
+    )
+    assert ExtractiveGenerator(KeywordEmbedder()).generate(Q, [source]) == "Diabetes and insulin are linked. [1]"
+
+
+def test_a_list_item_that_swallowed_the_next_sentence_is_split():
+    source = chunk(1, "Diabetes signs include\n- Thirst Diabetes lasts for many years in most people.")
+    text = ExtractiveGenerator(KeywordEmbedder()).generate("How long does diabetes last?", [source])
+    # the swallowed sentence answers "how long"; the lead-in with its one item is the context
+    assert text == "Diabetes signs include [1]\n- Thirst [1]\n\nDiabetes lasts for many years in most people. [1]"
+
+
+def test_says_what_the_sources_lack_when_no_sentence_answers_the_kind():
+    g = ExtractiveGenerator(KeywordEmbedder())
+    # no sentence of source 1 says how long diabetes lasts; the asthma source is about something else
+    text = g.generate("How long does diabetes last?", [SOURCES[0], SOURCES[1]])
+    assert text == (
+        "The sources describe Title 1 but do not say how long it lasts. "
+        "Diabetes means the blood sugar is too high. [1] "  # the page's first two relevant sentences, in order
+        "Diabetes and insulin are closely linked conditions. [1]"
+    )
+    assert g.generate("How long does asthma last?", [SOURCES[0]]) == CANNOT_ANSWER_PHRASE  # nothing relevant at all
+
+
+def test_the_sentence_answering_the_kind_with_one_unit_of_context():
+    source = chunk(
+        1,
+        "Diabetes means the blood sugar is too high. Diabetes thirst can last for several days. "
+        "Insulin moves sugar out of the blood. People with diabetes often feel strong thirst.",
+    )
+    text = ExtractiveGenerator(KeywordEmbedder()).generate("How long does diabetes thirst last?", [source])
+    # the one duration sentence (cosine 1.0), then context: the last sentence repeats it (cosine 1.0 > 0.95),
+    # so the first (0.5) is the context; in source order
+    assert text == "Diabetes means the blood sugar is too high. [1] Diabetes thirst can last for several days. [1]"
+
+
+def test_the_page_on_the_asked_topic_whose_section_answers_the_kind_leads():
+    def titled(n, title, text):
+        return Chunk(f"doc{n}#0", f"doc{n}", title, text)
+
+    sources = [
+        titled(1, "Type 1 diabetes (treatment)", "Insulin treats type 1 diabetes every day."),  # narrower
+        titled(2, "Diabetes (information)", "Diabetes means the blood sugar is too high."),  # no treatment section
+        titled(3, "Diabetes (treatment)", "Diabetes is treated with diet and insulin."),
+    ]
+    assert ExtractiveGenerator(KeywordEmbedder()).generate("How is diabetes treated?", sources) == (
+        "Diabetes is treated with diet and insulin. [3]"
+    )
+
+
+def test_a_research_section_answers_no_kind_of_question():
+    research = Chunk("r#0", "r", "Diabetes (research)", "Researchers study how insulin may treat diabetes better.")
+    page = Chunk("p#0", "p", "Diabetes (information)", "Diabetes treatment includes insulin and diet.")
+    g = ExtractiveGenerator(KeywordEmbedder())
+    assert (
+        g.generate("How is diabetes treated?", [research, page]) == "Diabetes treatment includes insulin and diet. [2]"
+    )
+    assert "Researchers" in g.generate("Tell me about diabetes and insulin", [research, page])  # no kind: as before
+
+
+def test_select_gives_the_training_builder_verbatim_quotes_or_nothing_when_the_kind_is_unanswered():
+    g = ExtractiveGenerator(KeywordEmbedder())
+    source = chunk(
+        1, "Diabetes and insulin problems include\n- strong thirst\n- high blood sugar\nInsulin is a hormone."
+    )
+    picked = g.select(Q, [SOURCES[1], source])  # 1-based numbers into the sources given, list items after their lead-in
+    assert [(n, text) for n, text, _ in picked] == [
+        (2, "Diabetes and insulin problems include"),
+        (2, "strong thirst"),
+        (2, "high blood sugar"),
+        (2, "Insulin is a hormone."),
+    ]
+    assert all(0.3 <= cos <= 1.0 for *_, cos in picked)
+    # nothing says how long diabetes lasts: the answer would say so, and no quote is a training target
+    assert g.select("How long does diabetes last?", [SOURCES[0], SOURCES[1]]) == []
