@@ -108,6 +108,7 @@ class ChatTab:
     chatbot: gr.Chatbot
     box: gr.Textbox
     ask: gr.Button
+    stop: gr.Button
     clear: gr.Button
     share: gr.Textbox
     copy: gr.Button
@@ -118,6 +119,7 @@ class ChatTab:
     temperature: gr.Slider
     max_tokens: gr.Slider
     turns: gr.State  # this visitor's list[Turn]: what the chat shows and the follow-up questions lean on
+    pending: gr.State  # the Turn being streamed (what has arrived so far), kept when the visitor presses Stop
     sources: gr.HTML | None = None  # the Sources tab, set when that tab is built
 
     def settings(self) -> list:
@@ -125,7 +127,7 @@ class ChatTab:
 
     def outputs(self) -> list:
         """Every component a chat event may update: an event yields a dict of the ones it changes."""
-        return [self.chatbot, self.turns, self.sources, self.box, self.last_q]
+        return [self.chatbot, self.turns, self.pending, self.sources, self.box, self.last_q]
 
 
 def chat_tab(cfg: PipelineConfig) -> ChatTab:
@@ -136,6 +138,7 @@ def chat_tab(cfg: PipelineConfig) -> ChatTab:
         feedback_options=None,
         placeholder="Ask a health question, or pick an example below.",
         latex_delimiters=[],  # no LaTeX: medical answers need none, and KaTeX would read a visitor's $...$
+        editable="user",  # a question can be edited and asked again (the answers after it are dropped)
         elem_id="chatbot",
     )
     with gr.Row(elem_id="ask-row"):
@@ -148,6 +151,7 @@ def chat_tab(cfg: PipelineConfig) -> ChatTab:
             elem_id="question",
         )
         ask = gr.Button("Ask", variant="primary", scale=1, min_width=90, elem_id="ask")
+        stop = gr.Button("Stop", variant="stop", scale=0, min_width=80, elem_id="stop")
         clear = gr.Button("Clear", variant="secondary", scale=0, min_width=80, elem_id="clear")
     gr.Markdown(DISCLAIMER, elem_id="disclaimer")
     gr.Examples(EXAMPLES, inputs=[box], label="Examples")
@@ -178,8 +182,9 @@ def chat_tab(cfg: PipelineConfig) -> ChatTab:
                 step=1, label="Max new tokens (model generator)",
             )  # fmt: skip
     return ChatTab(
-        chatbot, box, ask, clear, share, copy, last_q, link_q, top_k, mode, temperature, max_tokens, gr.State([])
-    )
+        chatbot, box, ask, stop, clear, share, copy, last_q, link_q, top_k, mode, temperature, max_tokens,
+        gr.State([]), gr.State(None),
+    )  # fmt: skip
 
 
 def answer_stream(pipeline: RAGPipeline, ui: ChatTab):
@@ -194,7 +199,7 @@ def answer_stream(pipeline: RAGPipeline, ui: ChatTab):
             yield {ui.chatbot: shown}
             raise gr.Error(_toast(str(e))) from None
         pending = [*shown, {"role": "user", "content": inert(question)}, _assistant(THINKING)]
-        yield {ui.chatbot: pending, ui.box: ""}
+        yield {ui.chatbot: pending, ui.box: "", ui.pending: Turn(question, "")}
         overrides = {
             "top_k": int(top_k),
             "mode": mode,
@@ -202,7 +207,7 @@ def answer_stream(pipeline: RAGPipeline, ui: ChatTab):
             "max_new_tokens": int(max_new_tokens),
         }
         history = conversation.history(turns, pipeline.config.history_turns)
-        answer, failed = None, {ui.chatbot: shown, ui.box: question}
+        answer, failed = None, {ui.chatbot: shown, ui.box: question, ui.pending: None}
         try:
             with closing(pipeline.stream(question, history, **overrides)) as answers:  # Stop closes it, and the model
                 for answer in answers:
@@ -211,7 +216,7 @@ def answer_stream(pipeline: RAGPipeline, ui: ChatTab):
                         yield failed
                         return
                     pending[-1] = _assistant(answer_markdown(answer))
-                    yield {ui.chatbot: pending}
+                    yield {ui.chatbot: pending, ui.pending: Turn.from_answer(answer)}
         except MedRAGError as e:
             log.warning("answering %r failed: %s", question, e)
             yield failed
@@ -226,30 +231,88 @@ def answer_stream(pipeline: RAGPipeline, ui: ChatTab):
         for warning in answer.warnings:
             gr.Warning(_toast(warning))
         turns.append(Turn.from_answer(answer))
-        yield {ui.chatbot: pending, ui.turns: turns, ui.sources: sources_html(answer), ui.last_q: answer.question}
+        yield {
+            ui.chatbot: pending,
+            ui.turns: turns,
+            ui.pending: None,
+            ui.sources: sources_html(answer),
+            ui.last_q: answer.question,
+        }
 
     return run
 
 
+def turn_events(run, ui: ChatTab):
+    """Retry, edit and undo of a question (the chatbot's own buttons), and Stop: they all rewrite `turns`."""
+
+    def retry(turns, *settings):
+        """Ask the last question again, in place of its answer."""
+        if turns:
+            yield from run(turns[-1].question, None, turns[:-1], *settings)
+
+    def edit(data: gr.EditData, turns, *settings):
+        """Ask the edited question in place of the one at `data.index` (later turns are dropped)."""
+        kept = list(turns or [])[: data.index // 2] if isinstance(data.index, int) else list(turns or [])
+        yield from run(html.unescape(str(data.value or "")), None, kept, *settings)  # the chat showed it escaped
+
+    def undo(turns):
+        """Drop the last question and its answer; the question goes back into the box."""
+        if not turns:
+            return {}
+        kept = turns[:-1]
+        return {ui.chatbot: conversation.chat_messages(kept), ui.turns: kept, ui.box: turns[-1].question}
+
+    def stop(turns, pending):
+        """Keep what had arrived of the answer being streamed (its event is cancelled, which closes the model's stream)."""
+        if pending is None:
+            return {}
+        pending.stopped = True
+        kept = [*(turns or []), pending]
+        return {ui.chatbot: conversation.chat_messages(kept), ui.turns: kept, ui.pending: None}
+
+    return retry, edit, undo, stop
+
+
 def wire_chat(demo: gr.Blocks, pipeline: RAGPipeline, ui: ChatTab, link: str, copy_link: str) -> None:
-    """The Chat tab's events: ask (button, Enter, ?q= link), share link, clear."""
+    """The Chat tab's events: ask (button, Enter, ?q= link), retry, edit, undo, stop, share link, clear."""
     run = answer_stream(pipeline, ui)
+    retry, edit, undo, stop = turn_events(run, ui)
     inputs = [ui.box, ui.chatbot, ui.turns, *ui.settings()]
     then_link = {"fn": None, "inputs": [ui.last_q], "outputs": [ui.share], "js": link, "api_visibility": "private"}
     # the chat event stays callable (undocumented) so tests and the bench can drive sessions; /ask is the API
-    ui.ask.click(
-        run, inputs, ui.outputs(), concurrency_id="answer", api_name="chat", api_visibility="undocumented"
-    ).then(**then_link)
-    ui.box.submit(run, inputs, ui.outputs(), concurrency_id="answer", api_visibility="private").then(**then_link)
+    answering = [
+        ui.ask.click(
+            run, inputs, ui.outputs(), concurrency_id="answer", api_name="chat", api_visibility="undocumented"
+        ),
+        ui.box.submit(run, inputs, ui.outputs(), concurrency_id="answer", api_visibility="private"),
+        ui.link_q.change(
+            run, [ui.link_q, *inputs[1:]], ui.outputs(), concurrency_id="answer", api_visibility="private"
+        ),
+        ui.chatbot.retry(
+            retry, [ui.turns, *ui.settings()], ui.outputs(), concurrency_id="answer", api_visibility="private"
+        ),
+        ui.chatbot.edit(
+            edit, [ui.turns, *ui.settings()], ui.outputs(), concurrency_id="answer", api_visibility="private"
+        ),
+    ]
+    for event in answering:
+        event.then(**then_link)
     # `/?q=...`: the browser reads the link; only a question there starts an answer (and takes a slot)
     demo.load(None, None, [ui.link_q], js=LINK_QUESTION_JS, api_visibility="private")
-    ui.link_q.change(
-        run, [ui.link_q, *inputs[1:]], ui.outputs(), concurrency_id="answer", api_visibility="private"
-    ).then(**then_link)
+    ui.chatbot.undo(undo, [ui.turns], ui.outputs(), api_visibility="private", queue=False)
+    ui.stop.click(stop, [ui.turns, ui.pending], ui.outputs(), cancels=answering, api_visibility="private", queue=False)
     ui.copy.click(None, [ui.last_q], [ui.share], js=copy_link, api_visibility="private")
 
     def clear():
-        return {ui.chatbot: [], ui.turns: [], ui.sources: sources_html(None), ui.box: "", ui.last_q: "", ui.share: ""}
+        return {
+            ui.chatbot: [],
+            ui.turns: [],
+            ui.pending: None,
+            ui.sources: sources_html(None),
+            ui.box: "",
+            ui.last_q: "",
+            ui.share: "",
+        }
 
     for trigger in (ui.clear.click, ui.chatbot.clear):  # the chat's own trash button forgets the history too
         trigger(clear, None, [*ui.outputs(), ui.share], api_visibility="private", queue=False)

@@ -13,6 +13,7 @@ import re
 import shutil
 import socket
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import quote, urlsplit
@@ -601,3 +602,103 @@ def test_errors_reach_visitors_as_short_messages_without_tracebacks(error, shown
             assert shown in str(info.value) and "secret" not in str(info.value) and "Traceback" not in str(info.value)
     finally:
         demo.close()
+
+
+# --- retry, edit, stop (a paced model stand-in; the UI path is the real one) -----------------
+class Paced:
+    """The model stand-in: the extractive answer one word every `pace` seconds; counts words and closed streams."""
+
+    name = "paced"
+
+    def __init__(self, inner, pace: float = 0.03):
+        self.inner, self.pace, self.made, self.closed = inner, pace, 0, 0
+
+    def stream(self, question, sources, history=None, *, info=None, **kw):
+        try:
+            for delta in self.inner.stream(question, sources, history, info=info, **kw):
+                for word in re.findall(r"\s*\S+", delta):
+                    time.sleep(self.pace)
+                    self.made += 1
+                    yield word
+        except GeneratorExit:
+            self.closed += 1
+            raise
+
+    def versions(self):
+        return {"generator": "paced"}
+
+
+@pytest.fixture(scope="module")
+def paced(pipeline):
+    from medrag.pipeline import RAGPipeline
+
+    return RAGPipeline(
+        pipeline.config, embedder=pipeline.embedder, retriever=pipeline.retriever, generator=Paced(pipeline.generator)
+    )
+
+
+@pytest.fixture(scope="module")
+def paced_server(paced):
+    """One server for the chat-control browser tests."""
+    demo = app.build_demo(paced)
+    port = free_port()
+    demo.queue(default_concurrency_limit=4).launch(
+        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **app.launch_kwargs()
+    )
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+def messages(page, role: str) -> list[str]:
+    return page.locator(f'#chatbot [data-testid="{role}"]').all_inner_texts()
+
+
+@pytest.mark.browser
+def test_browser_retry_and_edit_replace_the_last_answer(paced_server, browser):
+    page = browser.new_page()
+    page.goto(paced_server)
+    ask_in_page(page, ASTHMA)
+    page.locator('#chatbot [data-testid="bot"]').last.hover()
+    page.locator('#chatbot button[aria-label="Retry"]').click()
+    page.locator("#chatbot .thinking").wait_for(state="detached", timeout=30_000)
+    page.locator('#chatbot [data-testid="bot"] a', has_text="[1]").first.wait_for(timeout=30_000)
+    assert messages(page, "user") == [ASTHMA] and len(messages(page, "bot")) == 1  # asked again, in place
+
+    page.locator('#chatbot [data-testid="user"]').last.hover()
+    page.locator('#chatbot button[aria-label="Edit"]').click()
+    page.locator("#chatbot textarea").first.fill(BLOOD_PRESSURE)
+    page.locator('#chatbot button[aria-label="Submit"]').click()
+    link = page.locator('#chatbot [data-testid="bot"] a[href="https://medlineplus.gov/highbloodpressure.html"]')
+    link.first.wait_for(timeout=30_000)
+    assert messages(page, "user") == [BLOOD_PRESSURE] and len(messages(page, "bot")) == 1
+    page.get_by_role("tab", name="Sources").click()
+    assert "high-blood-pressure#" in page.locator("#sources").inner_text()
+    page.close()
+
+
+@pytest.mark.browser
+def test_browser_stop_ends_the_answer_and_the_generation(paced_server, paced, browser):
+    model = paced.generator
+    model.pace = 0.3  # slow enough to press Stop mid-answer
+    page = browser.new_page()
+    try:
+        page.goto(paced_server)
+        page.locator("#question textarea").fill(ASTHMA)
+        page.locator("#ask").click()
+        page.locator('#chatbot [data-testid="bot"]', has_text="Asthma").wait_for(timeout=30_000)  # words arrive
+        closed = model.closed
+        page.locator("#stop").click()
+        page.locator("#chatbot", has_text="Stopped before the answer was complete").wait_for(timeout=10_000)
+        deadline = time.monotonic() + 10
+        while model.closed == closed and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert model.closed == closed + 1  # the model's stream was closed, not left running
+        made = model.made
+        time.sleep(1.0)
+        assert model.made == made  # and no word is made after it
+        model.pace = 0.03
+        ask_in_page(page, BLOOD_PRESSURE)  # the chat goes on, the stopped turn kept above
+        assert messages(page, "user") == [ASTHMA, BLOOD_PRESSURE]
+    finally:
+        model.pace = 0.03
+        page.close()
