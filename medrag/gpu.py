@@ -27,8 +27,8 @@ slot is stopped by ZeroGPU, so they lean long.
 from __future__ import annotations
 
 import math
-from contextlib import closing
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 
 from medrag.errors import MedRAGError
