@@ -25,6 +25,7 @@ import html
 import json
 import logging
 import os
+import tempfile
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,8 @@ QUEUE_SIZE = int(os.getenv("MEDRAG_QUEUE_SIZE", "64"))  # visitors waiting beyon
 SERVER_NAME = os.getenv("GRADIO_SERVER_NAME", "127.0.0.1")  # Spaces set 0.0.0.0 here
 SERVER_PORT = int(os.getenv("GRADIO_SERVER_PORT", "7860"))
 SPACE_ID = os.getenv("SPACE_ID")  # "owner/name" on a Space: share links then point at the Space page
+# encrypts the conversation kept in the visitor's browser; unset: a random one per start, so a restart forgets them
+HISTORY_SECRET = os.getenv("MEDRAG_HISTORY_SECRET") or None
 MODES = ["hybrid", "dense", "bm25"]
 EXAMPLES = [
     "What are the symptoms of asthma?",
@@ -120,6 +123,8 @@ class ChatTab:
     max_tokens: gr.Slider
     turns: gr.State  # this visitor's list[Turn]: what the chat shows and the follow-up questions lean on
     pending: gr.State  # the Turn being streamed (what has arrived so far), kept when the visitor presses Stop
+    saved: gr.BrowserState  # the turns as JSON in the visitor's own browser: the conversation survives a reload
+    export: gr.DownloadButton  # the conversation with its sources as a Markdown file
     sources: gr.HTML | None = None  # the Sources tab, set when that tab is built
 
     def settings(self) -> list:
@@ -127,7 +132,11 @@ class ChatTab:
 
     def outputs(self) -> list:
         """Every component a chat event may update: an event yields a dict of the ones it changes."""
-        return [self.chatbot, self.turns, self.pending, self.sources, self.box, self.last_q]
+        return [self.chatbot, self.turns, self.pending, self.sources, self.box, self.last_q, self.saved, self.export]
+
+    def keep(self, turns: list[Turn]) -> dict:
+        """The updates for a changed conversation: the session's turns, the browser's copy and the export."""
+        return {self.turns: turns, self.saved: conversation.save_turns(turns), self.export: export_file(turns)}
 
 
 def chat_tab(cfg: PipelineConfig) -> ChatTab:
@@ -152,7 +161,7 @@ def chat_tab(cfg: PipelineConfig) -> ChatTab:
         )
         ask = gr.Button("Ask", variant="primary", scale=1, min_width=90, elem_id="ask")
         stop = gr.Button("Stop", variant="stop", scale=0, min_width=80, elem_id="stop")
-        clear = gr.Button("Clear", variant="secondary", scale=0, min_width=80, elem_id="clear")
+        clear = gr.Button("New chat", variant="secondary", scale=0, min_width=90, elem_id="clear")
     gr.Markdown(DISCLAIMER, elem_id="disclaimer")
     gr.Examples(EXAMPLES, inputs=[box], label="Examples")
     with gr.Row(elem_id="share-row"):
@@ -164,6 +173,7 @@ def chat_tab(cfg: PipelineConfig) -> ChatTab:
             elem_id="share-link",
         )
         copy = gr.Button("Copy link", size="sm", scale=0, min_width=110, elem_id="copy-link")
+        export = gr.DownloadButton("Export chat (.md)", size="sm", scale=0, min_width=150, elem_id="export")
     last_q = gr.Textbox(visible="hidden", elem_id="last-question")
     link_q = gr.Textbox(visible="hidden", elem_id="link-question")
     with gr.Accordion("Settings", open=False):
@@ -183,7 +193,8 @@ def chat_tab(cfg: PipelineConfig) -> ChatTab:
             )  # fmt: skip
     return ChatTab(
         chatbot, box, ask, stop, clear, share, copy, last_q, link_q, top_k, mode, temperature, max_tokens,
-        gr.State([]), gr.State(None),
+        gr.State([]), gr.State(None), gr.BrowserState([], storage_key="medrag-conversation", secret=HISTORY_SECRET),
+        export,
     )  # fmt: skip
 
 
@@ -233,7 +244,7 @@ def answer_stream(pipeline: RAGPipeline, ui: ChatTab):
         turns.append(Turn.from_answer(answer))
         yield {
             ui.chatbot: pending,
-            ui.turns: turns,
+            **ui.keep(turns),
             ui.pending: None,
             ui.sources: sources_html(answer),
             ui.last_q: answer.question,
@@ -260,7 +271,7 @@ def turn_events(run, ui: ChatTab):
         if not turns:
             return {}
         kept = turns[:-1]
-        return {ui.chatbot: conversation.chat_messages(kept), ui.turns: kept, ui.box: turns[-1].question}
+        return {ui.chatbot: conversation.chat_messages(kept), **ui.keep(kept), ui.box: turns[-1].question}
 
     def stop(turns, pending):
         """Keep what had arrived of the answer being streamed (its event is cancelled, which closes the model's stream)."""
@@ -268,7 +279,7 @@ def turn_events(run, ui: ChatTab):
             return {}
         pending.stopped = True
         kept = [*(turns or []), pending]
-        return {ui.chatbot: conversation.chat_messages(kept), ui.turns: kept, ui.pending: None}
+        return {ui.chatbot: conversation.chat_messages(kept), **ui.keep(kept), ui.pending: None}
 
     return retry, edit, undo, stop
 
@@ -297,8 +308,6 @@ def wire_chat(demo: gr.Blocks, pipeline: RAGPipeline, ui: ChatTab, link: str, co
     ]
     for event in answering:
         event.then(**then_link)
-    # `/?q=...`: the browser reads the link; only a question there starts an answer (and takes a slot)
-    demo.load(None, None, [ui.link_q], js=LINK_QUESTION_JS, api_visibility="private")
     ui.chatbot.undo(undo, [ui.turns], ui.outputs(), api_visibility="private", queue=False)
     ui.stop.click(stop, [ui.turns, ui.pending], ui.outputs(), cancels=answering, api_visibility="private", queue=False)
     ui.copy.click(None, [ui.last_q], [ui.share], js=copy_link, api_visibility="private")
@@ -306,7 +315,7 @@ def wire_chat(demo: gr.Blocks, pipeline: RAGPipeline, ui: ChatTab, link: str, co
     def clear():
         return {
             ui.chatbot: [],
-            ui.turns: [],
+            **ui.keep([]),
             ui.pending: None,
             ui.sources: sources_html(None),
             ui.box: "",
@@ -316,6 +325,26 @@ def wire_chat(demo: gr.Blocks, pipeline: RAGPipeline, ui: ChatTab, link: str, co
 
     for trigger in (ui.clear.click, ui.chatbot.clear):  # the chat's own trash button forgets the history too
         trigger(clear, None, [*ui.outputs(), ui.share], api_visibility="private", queue=False)
+
+    def restore(saved):
+        """The conversation this browser kept, shown again after a reload."""
+        turns = conversation.load_turns(saved)
+        return {ui.chatbot: conversation.chat_messages(turns), ui.turns: turns, ui.export: export_file(turns)}
+
+    # then `/?q=...`: the browser reads the link; only a question there starts an answer (and takes a slot),
+    # after the kept conversation is back, so the answer follows it
+    demo.load(restore, [ui.saved], [ui.chatbot, ui.turns, ui.export], api_visibility="private", queue=False).then(
+        None, None, [ui.link_q], js=LINK_QUESTION_JS, api_visibility="private"
+    )
+
+
+def export_file(turns: list[Turn]) -> str | None:
+    """The conversation as a fresh .md file for the Export button (None: nothing to export yet)."""
+    if not turns:
+        return None
+    path = Path(tempfile.mkdtemp(prefix="medrag-export-")) / "medrag-conversation.md"  # gradio serves it from its cache
+    path.write_text(conversation.export_markdown(turns), encoding="utf-8")
+    return str(path)
 
 
 # --- the page -------------------------------------------------------------------------------

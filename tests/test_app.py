@@ -298,6 +298,15 @@ def browser(tmp_path_factory):
         context.close()
 
 
+def open_page(browser, url: str):
+    """A page at `url` that starts with no conversation kept from an earlier test (the chat survives reloads)."""
+    page = browser.new_page()
+    page.goto(url.split("?")[0])
+    page.evaluate("localStorage.clear()")
+    page.goto(url)
+    return page
+
+
 def ask_in_page(page, question: str) -> None:
     page.locator("#question textarea").fill(question)
     page.locator("#ask").click()
@@ -309,8 +318,7 @@ def ask_in_page(page, question: str) -> None:
 def test_browser_chat_citations_sources_and_screenshot(server, browser, tmp_path_factory):
     from playwright.sync_api import expect
 
-    page = browser.new_page()
-    page.goto(server)
+    page = open_page(browser, server)
     ask_in_page(page, BLOOD_PRESSURE)
     link = page.locator('#chatbot [data-testid="bot"] a', has_text="[1]").first
     assert link.get_attribute("href") == "https://medlineplus.gov/highbloodpressure.html"
@@ -333,8 +341,7 @@ def test_browser_chat_citations_sources_and_screenshot(server, browser, tmp_path
 
 @pytest.mark.browser
 def test_browser_share_link_asks_on_load(server, browser):
-    page = browser.new_page()
-    page.goto(server + "?q=" + "What%20are%20the%20symptoms%20of%20asthma%3F")
+    page = open_page(browser, server + "?q=" + "What%20are%20the%20symptoms%20of%20asthma%3F")
     page.locator('#chatbot [data-testid="bot"] a', has_text="[1]").first.wait_for(timeout=30_000)
     assert ASTHMA in page.locator('#chatbot [data-testid="user"]').first.inner_text()
     page.get_by_role("tab", name="Sources").click()
@@ -344,8 +351,7 @@ def test_browser_share_link_asks_on_load(server, browser):
 
 @pytest.mark.browser
 def test_browser_shows_markup_as_text_urgent_and_declined_apart_and_clears(server, browser):
-    page = browser.new_page()
-    page.goto(server)
+    page = open_page(browser, server)
     ask_in_page(page, HICCUPS)
     page.get_by_role("tab", name="Sources").click()
     sources = page.locator("#sources")
@@ -378,7 +384,7 @@ def assert_inert(page, requests: list[str]) -> None:
 
 @pytest.mark.browser
 def test_browser_share_link_and_document_markdown_stay_inert(server, browser):
-    page = browser.new_page()
+    page = open_page(browser, server)
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url))
     page.goto(server + "?q=" + quote(INJECTION))
@@ -404,8 +410,7 @@ def test_browser_share_link_on_a_space_points_at_the_space_page(pipeline, browse
     port = free_port()
     demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
-        page = browser.new_page()
-        page.goto(f"http://127.0.0.1:{port}/")
+        page = open_page(browser, f"http://127.0.0.1:{port}/")
         ask_in_page(page, ASTHMA)
         share = page.locator("#share-link textarea, #share-link input").first
         expected = "https://huggingface.co/spaces/someone/medrag-demo?q=What%20are%20the%20symptoms%20of%20asthma%3F"
@@ -452,8 +457,7 @@ def test_browser_page_view_without_question_takes_no_answer_slot(pipeline, brows
     try:
         busy = client(url).submit(ASTHMA, [], 5, "hybrid", 0.2, 512, api_name="/chat")  # holds the slot
         assert gated.entered.wait(30)
-        page = browser.new_page()
-        page.goto(url)
+        page = open_page(browser, url)
         page.get_by_role("tab", name="About").click()
         page.locator("#status", has_text="How it works").wait_for(timeout=30_000)  # the page's load events ran
         waiting = client(url).submit(BLOOD_PRESSURE, 5, "hybrid", api_name="/ask")  # the one request that may wait
@@ -495,8 +499,7 @@ COLOURS_JS = """el => {
 
 @pytest.mark.browser
 def test_browser_dark_theme_keeps_callouts_and_highlights_readable(server, browser):
-    page = browser.new_page()
-    page.goto(server + "?__theme=dark")
+    page = open_page(browser, server + "?__theme=dark")
     page.locator("body.dark, .dark").first.wait_for(timeout=30_000)
     body = page.locator("gradio-app").evaluate(COLOURS_JS)
     assert luminance(body["background"]) < 0.1  # the dark theme is on
@@ -655,8 +658,7 @@ def messages(page, role: str) -> list[str]:
 
 @pytest.mark.browser
 def test_browser_retry_and_edit_replace_the_last_answer(paced_server, browser):
-    page = browser.new_page()
-    page.goto(paced_server)
+    page = open_page(browser, paced_server)
     ask_in_page(page, ASTHMA)
     page.locator('#chatbot [data-testid="bot"]').last.hover()
     page.locator('#chatbot button[aria-label="Retry"]').click()
@@ -680,9 +682,8 @@ def test_browser_retry_and_edit_replace_the_last_answer(paced_server, browser):
 def test_browser_stop_ends_the_answer_and_the_generation(paced_server, paced, browser):
     model = paced.generator
     model.pace = 0.3  # slow enough to press Stop mid-answer
-    page = browser.new_page()
+    page = open_page(browser, paced_server)
     try:
-        page.goto(paced_server)
         page.locator("#question textarea").fill(ASTHMA)
         page.locator("#ask").click()
         page.locator('#chatbot [data-testid="bot"]', has_text="Asthma").wait_for(timeout=30_000)  # words arrive
@@ -702,3 +703,34 @@ def test_browser_stop_ends_the_answer_and_the_generation(paced_server, paced, br
     finally:
         model.pace = 0.03
         page.close()
+
+
+@pytest.mark.browser
+def test_browser_reload_keeps_the_conversation_and_export_carries_its_sources(paced_server, browser):
+    page = open_page(browser, paced_server)
+    ask_in_page(page, ASTHMA)
+    from playwright.sync_api import expect
+
+    share = page.locator("#share-link textarea, #share-link input").first
+    expect(share).to_have_value(paced_server + "?q=" + quote(ASTHMA), timeout=30_000)  # the answer is complete
+    page.reload()  # the conversation comes back from the visitor's own browser
+    page.locator('#chatbot [data-testid="bot"] a', has_text="[1]").first.wait_for(timeout=30_000)
+    assert messages(page, "user") == [ASTHMA]
+    bot = page.locator('#chatbot [data-testid="bot"] a', has_text="[1]").first
+    assert bot.get_attribute("href") == "https://medlineplus.gov/asthma.html"
+
+    with page.expect_download() as download:
+        page.locator("#export").click()
+    text = Path(download.value.path()).read_text(encoding="utf-8")
+    assert f"## 1. {ASTHMA}" in text and DISCLAIMER in text
+    assert "[[1]](https://medlineplus.gov/asthma.html" in text  # the answer, its citations linked
+    assert re.search(r"^1\. \[Asthma[^\]]*\]\(https://medlineplus\.gov/asthma\.html\) `asthma#\d+`$", text, re.M)
+
+    page.locator("#clear").click()  # New chat: forgotten here and in the browser
+    page.locator('#chatbot [data-testid="bot"]').first.wait_for(state="detached")
+    page.reload()
+    page.locator("#question textarea").wait_for()
+    page.get_by_role("tab", name="About").click()
+    page.locator("#status", has_text="How it works").wait_for(timeout=30_000)  # the page's load events ran
+    assert messages(page, "user") == []
+    page.close()
