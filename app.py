@@ -39,6 +39,7 @@ from medrag.api import CompleteAskCalls, check_ask, check_question
 from medrag.config import PipelineConfig
 from medrag.conversation import Turn
 from medrag.errors import MedRAGError
+from medrag.feedback import FeedbackStore, Vote
 from medrag.gpu import GPUGenerator, gpu_duration, gpu_stream  # noqa: F401  GPUGenerator: what warm_up wraps with
 from medrag.pipeline import RAGPipeline
 from medrag.prompts import DISCLAIMER
@@ -54,6 +55,8 @@ SERVER_PORT = int(os.getenv("GRADIO_SERVER_PORT", "7860"))
 SPACE_ID = os.getenv("SPACE_ID")  # "owner/name" on a Space: share links then point at the Space page
 # encrypts the conversation kept in the visitor's browser; unset: a random one per start, so a restart forgets them
 HISTORY_SECRET = os.getenv("MEDRAG_HISTORY_SECRET") or None
+FEEDBACK_REPO = os.getenv("MEDRAG_FEEDBACK_REPO") or None  # a Hub dataset repo for votes; unset: votes are not kept
+FEEDBACK_DIR = os.getenv("MEDRAG_FEEDBACK_DIR", "outputs/feedback")  # votes wait here for the next scheduled push
 MODES = ["hybrid", "dense", "bm25"]
 EXAMPLES = [
     "What are the symptoms of asthma?",
@@ -125,6 +128,10 @@ class ChatTab:
     pending: gr.State  # the Turn being streamed (what has arrived so far), kept when the visitor presses Stop
     saved: gr.BrowserState  # the turns as JSON in the visitor's own browser: the conversation survives a reload
     export: gr.DownloadButton  # the conversation with its sources as a Markdown file
+    vote: gr.State  # the visitor's latest Vote, until a reason is sent with it
+    reason_row: gr.Row  # shown after a vote: an optional reason
+    reason: gr.Textbox
+    send_reason: gr.Button
     sources: gr.HTML | None = None  # the Sources tab, set when that tab is built
 
     def settings(self) -> list:
@@ -144,12 +151,17 @@ def chat_tab(cfg: PipelineConfig) -> ChatTab:
         label="MedRAG",
         height=440,
         buttons=["copy"],
-        feedback_options=None,
         placeholder="Ask a health question, or pick an example below.",
         latex_delimiters=[],  # no LaTeX: medical answers need none, and KaTeX would read a visitor's $...$
         editable="user",  # a question can be edited and asked again (the answers after it are dropped)
         elem_id="chatbot",
     )
+    with gr.Row(visible=False, elem_id="reason-row") as reason_row:
+        reason = gr.Textbox(
+            placeholder="Why? (optional: what was wrong or helpful)", show_label=False, container=False, scale=5,
+            max_lines=3, elem_id="reason",
+        )  # fmt: skip
+        send_reason = gr.Button("Send", size="sm", scale=0, min_width=80, elem_id="send-reason")
     with gr.Row(elem_id="ask-row"):
         box = gr.Textbox(
             placeholder="Ask a health question…",
@@ -194,7 +206,7 @@ def chat_tab(cfg: PipelineConfig) -> ChatTab:
     return ChatTab(
         chatbot, box, ask, stop, clear, share, copy, last_q, link_q, top_k, mode, temperature, max_tokens,
         gr.State([]), gr.State(None), gr.BrowserState([], storage_key="medrag-conversation", secret=HISTORY_SECRET),
-        export,
+        export, gr.State(None), reason_row, reason, send_reason,
     )  # fmt: skip
 
 
@@ -347,10 +359,43 @@ def export_file(turns: list[Turn]) -> str | None:
     return str(path)
 
 
+def wire_feedback(ui: ChatTab, store: FeedbackStore) -> None:
+    """👍/👎 on an answer: the vote is kept (medrag.feedback) with its question, sources and versions; a reason may follow."""
+
+    def like(data: gr.LikeData, turns):
+        index = data.index if isinstance(data.index, int) else -1
+        if data.liked not in (True, False) or index % 2 != 1 or index // 2 >= len(turns or []):
+            return {ui.vote: None, ui.reason_row: gr.Row(visible=False)}  # a vote taken back, or not on an answer
+        turn = turns[index // 2]
+        vote = Vote(bool(data.liked), turn.question, turn.answer, [s.id for s in turn.sources], dict(turn.versions))
+        if store.record(vote):
+            gr.Info("Thank you: your vote is saved. Add a reason below if you like.")
+        else:
+            gr.Info(_toast(store.note()))
+        return {ui.vote: vote if store.enabled else None, ui.reason_row: gr.Row(visible=store.enabled), ui.reason: ""}
+
+    def send(vote, reason):
+        if vote is not None and (reason or "").strip():
+            store.record(vote.with_reason(reason))
+            gr.Info("Thank you: the reason is saved with your vote.")
+        return {ui.vote: None, ui.reason_row: gr.Row(visible=False), ui.reason: ""}
+
+    ui.chatbot.like(like, [ui.turns], [ui.vote, ui.reason_row, ui.reason], api_visibility="private", queue=False)
+    for trigger in (ui.send_reason.click, ui.reason.submit):
+        trigger(send, [ui.vote, ui.reason], [ui.vote, ui.reason_row, ui.reason], api_visibility="private", queue=False)
+
+
 # --- the page -------------------------------------------------------------------------------
-def build_demo(pipeline: RAGPipeline, refresher: Refresher | None = None, space_id: str | None = SPACE_ID) -> gr.Blocks:
+def build_demo(
+    pipeline: RAGPipeline,
+    refresher: Refresher | None = None,
+    space_id: str | None = SPACE_ID,
+    feedback: FeedbackStore | None = None,
+) -> gr.Blocks:
     """The Blocks for `pipeline` (the About tab reports `refresher`'s checks; share links point at the Space
-    `space_id` when set); launch it with `demo.queue(...).launch(**launch_kwargs())`."""
+    `space_id` when set; votes go to `feedback`, kept nowhere when None); launch it with
+    `demo.queue(...).launch(**launch_kwargs())`."""
+    feedback = feedback or FeedbackStore(None, FEEDBACK_DIR)
     with gr.Blocks(title="MedRAG: cited answers to health questions") as demo:
         gr.Markdown(
             "# MedRAG\nAnswers to health questions from trusted medical text, with a numbered citation "
@@ -364,8 +409,10 @@ def build_demo(pipeline: RAGPipeline, refresher: Refresher | None = None, space_
                 ui.sources = gr.HTML(sources_html(None), elem_id="sources")
             with gr.Tab("About", id="about"):
                 status = gr.Markdown(elem_id="status", latex_delimiters=[])
+                gr.Markdown(f"**Your feedback.** {feedback.note()}", elem_id="feedback-note", latex_delimiters=[])
                 refresh = gr.Button("Refresh status", size="sm")
         wire_chat(demo, pipeline, ui, link_js(share_base(space_id)), link_js(share_base(space_id), copy=True))
+        wire_feedback(ui, feedback)
         for trigger in (demo.load, refresh.click):
             trigger(lambda: status_markdown(pipeline, refresher), None, status, api_visibility="private", queue=False)
         gr.api(ask_api(pipeline), api_name="ask", concurrency_id="answer")
@@ -405,7 +452,10 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     pipeline = load_pipeline()
     refresher = Refresher(pipeline)
-    demo = build_demo(pipeline, refresher).queue(default_concurrency_limit=MAX_CONCURRENCY, max_size=QUEUE_SIZE)
+    feedback = FeedbackStore(FEEDBACK_REPO, FEEDBACK_DIR)  # pushed every few minutes, and once more at exit
+    demo = build_demo(pipeline, refresher, feedback=feedback).queue(
+        default_concurrency_limit=MAX_CONCURRENCY, max_size=QUEUE_SIZE
+    )
     refresher.start_polling()  # every MEDRAG_POLL_INTERVAL seconds; 0: off
     serve(demo, refresher, server_name=SERVER_NAME, server_port=SERVER_PORT, **launch_kwargs())
 

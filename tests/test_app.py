@@ -652,6 +652,14 @@ def paced_server(paced):
     demo.close()
 
 
+def wait_answered(page, server: str, question: str) -> None:
+    """Until the answer to `question` is complete (its share link is set when the chat event ends)."""
+    from playwright.sync_api import expect
+
+    share = page.locator("#share-link textarea, #share-link input").first
+    expect(share).to_have_value(server + "?q=" + quote(question), timeout=30_000)
+
+
 def messages(page, role: str) -> list[str]:
     return page.locator(f'#chatbot [data-testid="{role}"]').all_inner_texts()
 
@@ -709,10 +717,7 @@ def test_browser_stop_ends_the_answer_and_the_generation(paced_server, paced, br
 def test_browser_reload_keeps_the_conversation_and_export_carries_its_sources(paced_server, browser):
     page = open_page(browser, paced_server)
     ask_in_page(page, ASTHMA)
-    from playwright.sync_api import expect
-
-    share = page.locator("#share-link textarea, #share-link input").first
-    expect(share).to_have_value(paced_server + "?q=" + quote(ASTHMA), timeout=30_000)  # the answer is complete
+    wait_answered(page, paced_server, ASTHMA)
     page.reload()  # the conversation comes back from the visitor's own browser
     page.locator('#chatbot [data-testid="bot"] a', has_text="[1]").first.wait_for(timeout=30_000)
     assert messages(page, "user") == [ASTHMA]
@@ -734,3 +739,38 @@ def test_browser_reload_keeps_the_conversation_and_export_carries_its_sources(pa
     page.locator("#status", has_text="How it works").wait_for(timeout=30_000)  # the page's load events ran
     assert messages(page, "user") == []
     page.close()
+
+
+@pytest.mark.browser
+def test_browser_a_vote_and_its_reason_reach_the_hub_dataset(paced, browser, monkeypatch, tmp_path):
+    from feedback_hub import REPO, TOKEN, pushed_votes
+    from hub_server import HubServer, use_hub
+
+    from medrag.feedback import FeedbackStore
+
+    with HubServer(token=TOKEN) as hub:
+        use_hub(monkeypatch, hub, tmp_path / "hf-home", token=TOKEN)
+        store = FeedbackStore(REPO, tmp_path / "votes", every=60)
+        demo = app.build_demo(paced, feedback=store)
+        port = free_port()
+        demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+        try:
+            page = open_page(browser, f"http://127.0.0.1:{port}/")
+            ask_in_page(page, ASTHMA)
+            wait_answered(page, f"http://127.0.0.1:{port}/", ASTHMA)
+            page.locator('#chatbot [data-testid="bot"]').last.hover()
+            page.locator('#chatbot button[aria-label="Dislike"]').click()
+            page.locator("#reason textarea").fill("It did not say when to see a doctor")
+            page.locator("#send-reason").click()
+            page.locator("#reason-row").wait_for(state="hidden")
+            page.get_by_role("tab", name="About").click()
+            assert REPO in page.locator("#feedback-note").inner_text()
+            page.close()
+            store.push()
+        finally:
+            store.stop()
+            demo.close()
+        vote, with_reason = pushed_votes(hub)
+    assert vote["liked"] is False and vote["question"] == ASTHMA and vote["source_ids"][0].startswith("asthma#")
+    assert "[1]" in vote["answer"] and vote["versions"]["generator"] == "paced"
+    assert with_reason["vote_id"] == vote["vote_id"] and with_reason["reason"] == "It did not say when to see a doctor"
