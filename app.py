@@ -149,6 +149,7 @@ class ChatTab:
 def chat_tab(cfg: PipelineConfig) -> ChatTab:
     chatbot = gr.Chatbot(
         label="MedRAG",
+        show_label=False,  # the page's header names it; on a phone the label would cover the first message
         height=440,
         buttons=["copy"],
         placeholder="Ask a health question, or pick an example below.",
