@@ -774,3 +774,40 @@ def test_browser_a_vote_and_its_reason_reach_the_hub_dataset(paced, browser, mon
     assert vote["liked"] is False and vote["question"] == ASTHMA and vote["source_ids"][0].startswith("asthma#")
     assert "[1]" in vote["answer"] and vote["versions"]["generator"] == "paced"
     assert with_reason["vote_id"] == vote["vote_id"] and with_reason["reason"] == "It did not say when to see a doctor"
+
+
+PHONE = {"width": 390, "height": 844}  # an iPhone 12-15 in CSS pixels
+
+
+def inside(box: dict, width: int, height: int | None = None) -> bool:
+    fits = box["x"] >= 0 and box["x"] + box["width"] <= width
+    return fits and (height is None or box["y"] + box["height"] <= height)
+
+
+@pytest.mark.browser
+def test_browser_at_390_px_the_chat_fits_and_sources_read(paced_server, browser, tmp_path):
+    page = open_page(browser, paced_server)
+    page.set_viewport_size(PHONE)
+    ask_in_page(page, ASTHMA)
+    wait_answered(page, paced_server, ASTHMA)
+    page.screenshot(path=str(tmp_path / "phone.png"))
+    assert (tmp_path / "phone.png").stat().st_size > 10_000
+    assert inside(page.locator("#question textarea").bounding_box(), **PHONE)  # the question box is on screen
+    buttons = [page.locator(f"#{name}").bounding_box() for name in ("ask", "stop", "clear")]
+    assert all(inside(b, PHONE["width"]) for b in buttons) and len({round(b["y"]) for b in buttons}) == 1
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]  # no sideways scrolling
+    user = page.locator('#chatbot [data-testid="user"]').first
+    user.evaluate("el => el.scrollIntoView({block: 'center'})")
+    box = user.bounding_box()
+    on_top = page.evaluate(
+        "([x, y, el]) => { const top = document.elementFromPoint(x, y); return el.contains(top) ? '' : top.outerHTML; }",
+        [box["x"] + 12, box["y"] + 12, user.element_handle()],
+    )
+    assert not on_top, f"drawn over the first question: {on_top[:200]}"
+
+    page.get_by_role("tab", name="Sources").click()
+    first = page.locator("#sources li#source-1")
+    first.wait_for()
+    assert inside(first.bounding_box(), PHONE["width"])
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    page.close()
