@@ -282,14 +282,14 @@ def turn_events(run, ui: ChatTab):
     def undo(turns):
         """Drop the last question and its answer; the question goes back into the box."""
         if not turns:
-            return {}
+            return gr.skip()  # nothing to change (an empty dict would be refused)
         kept = turns[:-1]
         return {ui.chatbot: conversation.chat_messages(kept), **ui.keep(kept), ui.box: turns[-1].question}
 
     def stop(turns, pending):
         """Keep what had arrived of the answer being streamed (its event is cancelled, which closes the model's stream)."""
         if pending is None:
-            return {}
+            return gr.skip()  # nothing to change (an empty dict would be refused)
         pending.stopped = True
         kept = [*(turns or []), pending]
         return {ui.chatbot: conversation.chat_messages(kept), **ui.keep(kept), ui.pending: None}

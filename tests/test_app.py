@@ -665,12 +665,17 @@ def messages(page, role: str) -> list[str]:
 
 
 @pytest.mark.browser
-def test_browser_retry_and_edit_replace_the_last_answer(paced_server, browser):
+def test_browser_retry_and_edit_replace_the_last_answer(paced_server, paced, browser):
     page = open_page(browser, paced_server)
     ask_in_page(page, ASTHMA)
+    wait_answered(page, paced_server, ASTHMA)
+    before, words = paced.generator.made, len(messages(page, "bot")[0].split())
     page.locator('#chatbot [data-testid="bot"]').last.hover()
     page.locator('#chatbot button[aria-label="Retry"]').click()
-    page.locator("#chatbot .thinking").wait_for(state="detached", timeout=30_000)
+    deadline = time.monotonic() + 30
+    while paced.generator.made < before + words // 2 and time.monotonic() < deadline:  # the answer is made again
+        time.sleep(0.1)
+    assert paced.generator.made >= before + words // 2
     page.locator('#chatbot [data-testid="bot"] a', has_text="[1]").first.wait_for(timeout=30_000)
     assert messages(page, "user") == [ASTHMA] and len(messages(page, "bot")) == 1  # asked again, in place
 
@@ -680,6 +685,7 @@ def test_browser_retry_and_edit_replace_the_last_answer(paced_server, browser):
     page.locator('#chatbot button[aria-label="Submit"]').click()
     link = page.locator('#chatbot [data-testid="bot"] a[href="https://medlineplus.gov/highbloodpressure.html"]')
     link.first.wait_for(timeout=30_000)
+    wait_answered(page, paced_server, BLOOD_PRESSURE)  # the Sources tab is set when the answer is complete
     assert messages(page, "user") == [BLOOD_PRESSURE] and len(messages(page, "bot")) == 1
     page.get_by_role("tab", name="Sources").click()
     assert "high-blood-pressure#" in page.locator("#sources").inner_text()
