@@ -5,8 +5,11 @@ start-up, one `@spaces.GPU` generator around the model call only (medrag.gpu: wh
 ZeroGPU worker and what comes back), then the Blocks, then `demo.queue(...).launch()`.
 `build_demo(pipeline)` holds no launch concerns: `main()` hands the Blocks to `medrag.refresh.serve`,
 which adds the Hub webhook route when MEDRAG_WEBHOOK_SECRET is set, and starts the poll fallback
-when MEDRAG_POLL_INTERVAL > 0. Every per-visitor value (chat history, latest answer) lives in
-`gr.State`, never in a global.
+when MEDRAG_POLL_INTERVAL > 0. Every per-visitor value (the conversation's turns, medrag.conversation)
+lives in `gr.State`, never in a global. The Chat tab is built by small functions around one `ChatTab`
+of components: each event yields a dict of the components it updates, so one more output is one more
+entry in `ChatTab.outputs()`. The page's CSS and JavaScript live in medrag/static, the warm-up policy
+in medrag.warmup; what stays here is UI wiring.
 
 On purpose: a `?q=` share link is read by the page's own JavaScript, and only a non-empty one
 starts an answer, so a plain page view never waits for (or takes) an answer slot; on a Space
@@ -22,22 +25,28 @@ import html
 import json
 import logging
 import os
-import time
+import tempfile
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
 
 import gradio as gr
 import spaces  # before medrag (and torch): ZeroGPU must be set up before CUDA is touched
 from starlette.middleware import Middleware
 
+from medrag import conversation, warmup
 from medrag.api import CompleteAskCalls, check_ask, check_question
 from medrag.config import PipelineConfig
+from medrag.conversation import Turn
 from medrag.errors import MedRAGError
-from medrag.gpu import GPUGenerator, gpu_duration, gpu_stream
+from medrag.feedback import FeedbackStore, Vote
+from medrag.gpu import GPUGenerator, gpu_duration, gpu_stream  # noqa: F401  GPUGenerator: what warm_up wraps with
 from medrag.pipeline import RAGPipeline
 from medrag.prompts import DISCLAIMER
 from medrag.refresh import Refresher, serve
 from medrag.request import MODES, Request
 from medrag.ui import answer_json, answer_markdown, inert, sources_html, status_markdown
-from medrag.upload_ui import upload_panel  # issue 14: ask about your own document
+from medrag.upload_ui import upload_panel
 
 log = logging.getLogger("medrag.app")
 
@@ -46,7 +55,10 @@ QUEUE_SIZE = int(os.getenv("MEDRAG_QUEUE_SIZE", "64"))  # visitors waiting beyon
 SERVER_NAME = os.getenv("GRADIO_SERVER_NAME", "127.0.0.1")  # Spaces set 0.0.0.0 here
 SERVER_PORT = int(os.getenv("GRADIO_SERVER_PORT", "7860"))
 SPACE_ID = os.getenv("SPACE_ID")  # "owner/name" on a Space: share links then point at the Space page
-HISTORY_MESSAGES = 6  # chat turns handed back to the pipeline: three questions and answers
+# encrypts the conversation kept in the visitor's browser; unset: a random one per start, so a restart forgets them
+HISTORY_SECRET = os.getenv("MEDRAG_HISTORY_SECRET") or None
+FEEDBACK_REPO = os.getenv("MEDRAG_FEEDBACK_REPO") or None  # a Hub dataset repo for votes; unset: votes are not kept
+FEEDBACK_DIR = os.getenv("MEDRAG_FEEDBACK_DIR", "outputs/feedback")  # votes wait here for the next scheduled push
 EXAMPLES = [
     "What are the symptoms of asthma?",
     "How can I lower my blood pressure?",
@@ -56,32 +68,12 @@ EXAMPLES = [
 FONTS = ["ui-sans-serif", "system-ui", "Segoe UI", "Roboto", "Helvetica", "Arial", "sans-serif"]  # no web-font fetch
 MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"]
 GENERIC_ERROR = "Something went wrong answering this question; please try again."
-
-# colours come from the theme's variables only, so the dark theme gets its own
-CSS = """
-.urgent { border: 2px solid var(--error-border-color); background: var(--error-background-fill);
-  color: var(--error-text-color); border-radius: 8px; padding: 10px 14px; }
-.declined { border-left: 4px solid var(--border-color-primary); background: var(--background-fill-secondary);
-  color: var(--body-text-color); border-radius: 6px; padding: 8px 12px; }
-.thinking { color: var(--body-text-color-subdued); font-style: italic; }
-#chatbot .message-content a { color: var(--color-accent); font-weight: 600; text-decoration: none; }
-#chatbot .message-content a:hover { text-decoration: underline; }
-#disclaimer { font-size: 0.85em; opacity: 0.8; }
-#ask-row, #share-row { align-items: center; }
-#share-link textarea, #share-link input { font-size: 0.8em; }
-.sources .source-list { padding-left: 0; list-style: none; }
-.sources .source { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 10px 14px; margin: 0 0 12px; }
-.sources .source.cited { border-left: 4px solid var(--color-accent); }
-.sources .rank { font-weight: 700; margin-right: 4px; }
-.sources .badge { font-size: 0.75em; background: var(--color-accent-soft); border-radius: 999px; padding: 1px 8px; margin-left: 6px; }
-.sources .source-url { font-size: 0.8em; color: var(--body-text-color-subdued); word-break: break-all; }
-.sources .source-meta { font-size: 0.8em; color: var(--body-text-color-subdued); margin: 2px 0 6px; }
-.sources .source-text { white-space: pre-wrap; margin: 0; line-height: 1.5; }
-.sources mark { background: var(--color-accent-soft); color: var(--body-text-color); padding: 0 1px; border-radius: 2px; }
-"""
-
+THINKING = '<span class="thinking">Searching the sources…</span>'
+STATIC = Path(__file__).parent / "medrag" / "static"  # the page's CSS and JavaScript, read once at start
+CSS = (STATIC / "app.css").read_text(encoding="utf-8")
 # the question in the page's own link: read in the browser, so a view without ?q= never reaches the server
-LINK_QUESTION_JS = "() => (new URLSearchParams(location.search).get('q') || '').trim()"
+LINK_QUESTION_JS = (STATIC / "link_question.js").read_text(encoding="utf-8").strip()
+SHARE_LINK_JS = (STATIC / "share_link.js").read_text(encoding="utf-8").strip()
 
 
 def share_base(space_id: str | None) -> str | None:
@@ -93,8 +85,8 @@ def share_base(space_id: str | None) -> str | None:
 def link_js(base: str | None, copy: bool = False) -> str:
     """JavaScript for the share box: the link that asks `q` again (and, with `copy`, onto the clipboard)."""
     origin = json.dumps(base) if base else "location.origin + location.pathname"
-    clip = "if (navigator.clipboard) navigator.clipboard.writeText(link).catch(() => {}); " if copy else ""
-    return f"(q) => {{ if (!q) return ''; const link = {origin} + '?q=' + encodeURIComponent(q); {clip}return link; }}"
+    clip = "if (navigator.clipboard) navigator.clipboard.writeText(link).catch(() => {});" if copy else ""
+    return SHARE_LINK_JS.replace("ORIGIN", origin).replace("COPY", clip)
 
 
 # --- the model call, the only code that runs on the GPU ---------------------------------------
@@ -107,81 +99,335 @@ def load_pipeline(config: PipelineConfig | None = None) -> RAGPipeline:
 
 
 def warm_up(pipeline: RAGPipeline) -> RAGPipeline:
-    """Load everything before the first visitor: embedder, index (the sample one built if missing), generator.
-
-    The HF generator is wrapped so that only its `stream` runs under `@spaces.GPU`.
-    """
-    t0 = time.perf_counter()
-    retriever = pipeline.retriever  # loads the embedder and the index
-    if hasattr(retriever, "search"):
-        retriever.search("warm up", k=1, mode="hybrid")  # the first ONNX run and BM25 query are the slow ones
-    generator = pipeline.generator
-    if hasattr(generator, "load"):
-        generator.load()  # the model weights now, not on the first question (a fallback picks extractive here)
-    if generator.name == "hf" and not isinstance(generator, GPUGenerator):
-        pipeline.swap(generator=GPUGenerator(generator, _generate_on_gpu))
-    log.info("pipeline ready in %.1fs (generator: %s)", time.perf_counter() - t0, generator.name)
-    return pipeline
+    """medrag.warmup's policy, with this app's `@spaces.GPU` function around the HF generator's stream."""
+    return warmup.warm_up(pipeline, _generate_on_gpu)
 
 
 def _toast(message: str) -> str:
     return html.escape(message, quote=False)  # gradio renders toast messages as HTML
 
 
-# --- the UI ---------------------------------------------------------------------------------
-def build_demo(pipeline: RAGPipeline, refresher: Refresher | None = None, space_id: str | None = SPACE_ID) -> gr.Blocks:
-    """The Blocks for `pipeline` (the About tab reports `refresher`'s checks; share links point at the Space
-    `space_id` when set); launch it with `demo.queue(...).launch(**launch_kwargs())`."""
-    cfg = pipeline.config
-    link, copy_link = link_js(share_base(space_id)), link_js(share_base(space_id), copy=True)
+# --- the Chat tab ---------------------------------------------------------------------------
+@dataclass
+class ChatTab:
+    """The components the chat events read and write; every event names its outputs from here."""
 
-    def run(question, chat, history, top_k, mode, temperature, max_new_tokens, user_docs=None):
-        """Stream one answer into the chat; yields (chat, history, answer, sources, box, last_q)."""
-        keep = gr.skip()
-        chat, history = list(chat or []), list(history or [])
+    chatbot: gr.Chatbot
+    box: gr.Textbox
+    ask: gr.Button
+    stop: gr.Button
+    clear: gr.Button
+    share: gr.Textbox
+    copy: gr.Button
+    last_q: gr.Textbox  # the latest answered question, read by the share-link JavaScript
+    link_q: gr.Textbox  # the page's own ?q=, set in the browser
+    top_k: gr.Slider
+    mode: gr.Radio
+    temperature: gr.Slider
+    max_tokens: gr.Slider
+    turns: gr.State  # this visitor's list[Turn]: what the chat shows and the follow-up questions lean on
+    pending: gr.State  # the Turn being streamed (what has arrived so far), kept when the visitor presses Stop
+    saved: gr.BrowserState  # the turns as JSON in the visitor's own browser: the conversation survives a reload
+    export: gr.DownloadButton  # the conversation with its sources as a Markdown file
+    vote: gr.State  # the visitor's latest Vote, until a reason is sent with it
+    reason_row: gr.Row  # shown after a vote: an optional reason
+    reason: gr.Textbox
+    send_reason: gr.Button
+    user_docs: gr.State  # this visitor's own files (medrag.session_docs.SessionDocs), searched beside the index
+    sources: gr.HTML | None = None  # the Sources tab, set when that tab is built
+
+    def settings(self) -> list:
+        """What an answer is asked with besides the question and the conversation: `run`'s last inputs."""
+        return [self.top_k, self.mode, self.temperature, self.max_tokens, self.user_docs]
+
+    def outputs(self) -> list:
+        """Every component a chat event may update: an event yields a dict of the ones it changes."""
+        return [self.chatbot, self.turns, self.pending, self.sources, self.box, self.last_q, self.saved, self.export]
+
+    def keep(self, turns: list[Turn]) -> dict:
+        """The updates for a changed conversation: the session's turns, the browser's copy and the export."""
+        return {self.turns: turns, self.saved: conversation.save_turns(turns), self.export: export_file(turns)}
+
+
+def chat_tab(pipeline: RAGPipeline) -> ChatTab:
+    cfg = pipeline.config
+    chatbot = gr.Chatbot(
+        label="MedRAG",
+        show_label=False,  # the page's header names it; on a phone the label would cover the first message
+        height=440,
+        buttons=["copy"],
+        placeholder="Ask a health question, or pick an example below.",
+        latex_delimiters=[],  # no LaTeX: medical answers need none, and KaTeX would read a visitor's $...$
+        editable="user",  # a question can be edited and asked again (the answers after it are dropped)
+        elem_id="chatbot",
+    )
+    with gr.Row(visible=False, elem_id="reason-row") as reason_row:
+        reason = gr.Textbox(
+            placeholder="Why? (optional: what was wrong or helpful)", show_label=False, container=False, scale=5,
+            max_lines=3, elem_id="reason",
+        )  # fmt: skip
+        send_reason = gr.Button("Send", size="sm", scale=0, min_width=80, elem_id="send-reason")
+    with gr.Row(elem_id="ask-row"):
+        box = gr.Textbox(
+            placeholder="Ask a health question…",
+            show_label=False,
+            container=False,
+            scale=6,
+            max_lines=4,
+            elem_id="question",
+        )
+        ask = gr.Button("Ask", variant="primary", scale=1, min_width=90, elem_id="ask")
+        stop = gr.Button("Stop", variant="stop", scale=0, min_width=80, elem_id="stop")
+        clear = gr.Button("New chat", variant="secondary", scale=0, min_width=90, elem_id="clear")
+    gr.Markdown(DISCLAIMER, elem_id="disclaimer")
+    gr.Examples(EXAMPLES, inputs=[box], label="Examples")
+    user_docs = upload_panel(pipeline)  # ask about your own document: this session's files only
+    with gr.Row(elem_id="share-row"):
+        share = gr.Textbox(
+            show_label=False,
+            container=False,
+            placeholder="A link that asks the last question again appears here",
+            scale=5,
+            elem_id="share-link",
+        )
+        copy = gr.Button("Copy link", size="sm", scale=0, min_width=110, elem_id="copy-link")
+        export = gr.DownloadButton("Export chat (.md)", size="sm", scale=0, min_width=150, elem_id="export")
+    last_q = gr.Textbox(visible="hidden", elem_id="last-question")
+    link_q = gr.Textbox(visible="hidden", elem_id="link-question")
+    with gr.Accordion("Settings", open=False):
+        with gr.Row():
+            top_k = gr.Slider(1, 10, value=min(max(cfg.top_k, 1), 10), step=1, label="Sources (top-k)")
+            mode = gr.Radio(
+                MODES, value=cfg.retrieval_mode if cfg.retrieval_mode in MODES else "hybrid", label="Retrieval"
+            )
+        with gr.Row():
+            # a configured value outside a slider's range would make gradio refuse every question
+            temperature = gr.Slider(
+                0.0, max(1.0, cfg.temperature), value=cfg.temperature, step=0.05, label="Temperature (model generator)"
+            )
+            max_tokens = gr.Slider(
+                min(32, cfg.max_new_tokens), max(1024, cfg.max_new_tokens), value=cfg.max_new_tokens,
+                step=1, label="Max new tokens (model generator)",
+            )  # fmt: skip
+    return ChatTab(
+        chatbot, box, ask, stop, clear, share, copy, last_q, link_q, top_k, mode, temperature, max_tokens,
+        gr.State([]), gr.State(None), gr.BrowserState([], storage_key="medrag-conversation", secret=HISTORY_SECRET),
+        export, gr.State(None), reason_row, reason, send_reason, user_docs,
+    )  # fmt: skip
+
+
+def answer_stream(pipeline: RAGPipeline, ui: ChatTab):
+    """The chat event: stream one answer into the chat; yields dicts of updates of `ui.outputs()`."""
+
+    def run(question, chat, turns, top_k, mode, temperature, max_new_tokens, user_docs=None):
+        turns = list(turns or [])
+        shown = conversation.chat_messages(turns)
         try:
             question = check_question("" if question is None else question)
         except MedRAGError as e:
-            yield chat, keep, keep, keep, keep, keep
+            yield {ui.chatbot: shown}
             raise gr.Error(_toast(str(e))) from None
-        pending = [
-            *chat,
-            {"role": "user", "content": inert(question)},
-            _assistant('<span class="thinking">Searching the sources…</span>'),
-        ]
-        yield pending, keep, keep, keep, "", keep
-        overrides = {
-            "top_k": int(top_k),
-            "mode": mode,
-            "temperature": temperature,
-            "max_new_tokens": int(max_new_tokens),
-        }
-        answer = None
+        pending = [*shown, {"role": "user", "content": inert(question)}, _assistant(THINKING)]
+        yield {ui.chatbot: pending, ui.box: "", ui.pending: Turn(question, "")}
+        history = conversation.history(turns, pipeline.config.history_turns)
+        answer, failed = None, {ui.chatbot: shown, ui.box: question, ui.pending: None}
         try:
-            request = Request(**overrides, history=history[-HISTORY_MESSAGES:])
-            for answer in pipeline.stream(question, request, user_docs=user_docs):
-                if answer.kind == "invalid":
-                    gr.Warning(_toast(answer.text))
-                    yield chat, keep, keep, keep, question, keep
-                    return
-                pending[-1] = _assistant(answer_markdown(answer))
-                yield pending, keep, keep, keep, keep, keep
+            request = Request(
+                top_k=int(top_k),
+                mode=mode,
+                temperature=temperature,
+                max_new_tokens=int(max_new_tokens),
+                history=history,
+            )  # checked where it is made: a bad value is an InputError below
+            # Stop closes the stream, and with it the model
+            with closing(pipeline.stream(question, request, user_docs=user_docs)) as answers:
+                for answer in answers:
+                    if answer.kind == "invalid":
+                        gr.Warning(_toast(answer.text))
+                        yield failed
+                        return
+                    pending[-1] = _assistant(answer_markdown(answer))
+                    yield {ui.chatbot: pending, ui.pending: Turn.from_answer(answer)}
         except MedRAGError as e:
             log.warning("answering %r failed: %s", question, e)
-            yield chat, keep, keep, keep, question, keep
+            yield failed
             raise gr.Error(_toast(str(e))) from None
         except Exception:
             log.exception("answering %r failed", question)
-            yield chat, keep, keep, keep, question, keep
+            yield failed
             raise gr.Error(GENERIC_ERROR) from None
         if answer is None:
-            yield chat, keep, keep, keep, question, keep
+            yield failed
             raise gr.Error(GENERIC_ERROR)
         for warning in answer.warnings:
             gr.Warning(_toast(warning))
-        history += [{"role": "user", "content": answer.question}, {"role": "assistant", "content": answer.text}]
-        yield pending, history[-HISTORY_MESSAGES:], answer, sources_html(answer), keep, answer.question
+        turns.append(Turn.from_answer(answer))
+        yield {
+            ui.chatbot: pending,
+            **ui.keep(turns),
+            ui.pending: None,
+            ui.sources: sources_html(answer),
+            ui.last_q: answer.question,
+        }
 
+    return run
+
+
+def turn_events(run, ui: ChatTab):
+    """Retry, edit and undo of a question (the chatbot's own buttons), and Stop: they all rewrite `turns`."""
+
+    def retry(turns, *settings):
+        """Ask the last question again, in place of its answer."""
+        if turns:
+            yield from run(turns[-1].question, None, turns[:-1], *settings)
+
+    def edit(data: gr.EditData, turns, *settings):
+        """Ask the edited question in place of the one at `data.index` (later turns are dropped)."""
+        kept = list(turns or [])[: data.index // 2] if isinstance(data.index, int) else list(turns or [])
+        yield from run(html.unescape(str(data.value or "")), None, kept, *settings)  # the chat showed it escaped
+
+    def undo(turns):
+        """Drop the last question and its answer; the question goes back into the box."""
+        if not turns:
+            return gr.skip()  # nothing to change (an empty dict would be refused)
+        kept = turns[:-1]
+        return {ui.chatbot: conversation.chat_messages(kept), **ui.keep(kept), ui.box: turns[-1].question}
+
+    def stop(turns, pending):
+        """Keep what had arrived of the answer being streamed (its event is cancelled, which closes the model's stream)."""
+        if pending is None:
+            return gr.skip()  # nothing to change (an empty dict would be refused)
+        pending.stopped = True
+        kept = [*(turns or []), pending]
+        return {ui.chatbot: conversation.chat_messages(kept), **ui.keep(kept), ui.pending: None}
+
+    return retry, edit, undo, stop
+
+
+def wire_chat(demo: gr.Blocks, pipeline: RAGPipeline, ui: ChatTab, link: str, copy_link: str) -> None:
+    """The Chat tab's events: ask (button, Enter, ?q= link), retry, edit, undo, stop, share link, clear."""
+    run = answer_stream(pipeline, ui)
+    retry, edit, undo, stop = turn_events(run, ui)
+    inputs = [ui.box, ui.chatbot, ui.turns, *ui.settings()]
+    then_link = {"fn": None, "inputs": [ui.last_q], "outputs": [ui.share], "js": link, "api_visibility": "private"}
+    # the chat event stays callable (undocumented) so tests and the bench can drive sessions; /ask is the API
+    answering = [
+        ui.ask.click(
+            run, inputs, ui.outputs(), concurrency_id="answer", api_name="chat", api_visibility="undocumented"
+        ),
+        ui.box.submit(run, inputs, ui.outputs(), concurrency_id="answer", api_visibility="private"),
+        ui.link_q.change(
+            run, [ui.link_q, *inputs[1:]], ui.outputs(), concurrency_id="answer", api_visibility="private"
+        ),
+        ui.chatbot.retry(
+            retry, [ui.turns, *ui.settings()], ui.outputs(), concurrency_id="answer", api_visibility="private"
+        ),
+        ui.chatbot.edit(
+            edit, [ui.turns, *ui.settings()], ui.outputs(), concurrency_id="answer", api_visibility="private"
+        ),
+    ]
+    for event in answering:
+        event.then(**then_link)
+    ui.chatbot.undo(undo, [ui.turns], ui.outputs(), api_visibility="private", queue=False)
+    ui.stop.click(stop, [ui.turns, ui.pending], ui.outputs(), cancels=answering, api_visibility="private", queue=False)
+    ui.copy.click(None, [ui.last_q], [ui.share], js=copy_link, api_visibility="private")
+
+    def clear():
+        return {
+            ui.chatbot: [],
+            **ui.keep([]),
+            ui.pending: None,
+            ui.sources: sources_html(None),
+            ui.box: "",
+            ui.last_q: "",
+            ui.share: "",
+        }
+
+    for trigger in (ui.clear.click, ui.chatbot.clear):  # the chat's own trash button forgets the history too
+        trigger(clear, None, [*ui.outputs(), ui.share], api_visibility="private", queue=False)
+
+    def restore(saved):
+        """The conversation this browser kept, shown again after a reload."""
+        turns = conversation.load_turns(saved)
+        return {ui.chatbot: conversation.chat_messages(turns), ui.turns: turns, ui.export: export_file(turns)}
+
+    # then `/?q=...`: the browser reads the link; only a question there starts an answer (and takes a slot),
+    # after the kept conversation is back, so the answer follows it
+    demo.load(restore, [ui.saved], [ui.chatbot, ui.turns, ui.export], api_visibility="private", queue=False).then(
+        None, None, [ui.link_q], js=LINK_QUESTION_JS, api_visibility="private"
+    )
+
+
+def export_file(turns: list[Turn]) -> str | None:
+    """The conversation as a fresh .md file for the Export button (None: nothing to export yet)."""
+    if not turns:
+        return None
+    path = Path(tempfile.mkdtemp(prefix="medrag-export-")) / "medrag-conversation.md"  # gradio serves it from its cache
+    path.write_text(conversation.export_markdown(turns), encoding="utf-8")
+    return str(path)
+
+
+def wire_feedback(ui: ChatTab, store: FeedbackStore) -> None:
+    """👍/👎 on an answer: the vote is kept (medrag.feedback) with its question, sources and versions; a reason may follow."""
+
+    def like(data: gr.LikeData, turns):
+        index = data.index if isinstance(data.index, int) else -1
+        if data.liked not in (True, False) or index % 2 != 1 or index // 2 >= len(turns or []):
+            return {ui.vote: None, ui.reason_row: gr.Row(visible=False)}  # a vote taken back, or not on an answer
+        turn = turns[index // 2]
+        vote = Vote(bool(data.liked), turn.question, turn.answer, [s.id for s in turn.sources], dict(turn.versions))
+        if store.record(vote):
+            gr.Info("Thank you: your vote is saved. Add a reason below if you like.")
+        else:
+            gr.Info(_toast(store.note()))
+        return {ui.vote: vote if store.enabled else None, ui.reason_row: gr.Row(visible=store.enabled), ui.reason: ""}
+
+    def send(vote, reason):
+        if vote is not None and (reason or "").strip():
+            store.record(vote.with_reason(reason))
+            gr.Info("Thank you: the reason is saved with your vote.")
+        return {ui.vote: None, ui.reason_row: gr.Row(visible=False), ui.reason: ""}
+
+    ui.chatbot.like(like, [ui.turns], [ui.vote, ui.reason_row, ui.reason], api_visibility="private", queue=False)
+    for trigger in (ui.send_reason.click, ui.reason.submit):
+        trigger(send, [ui.vote, ui.reason], [ui.vote, ui.reason_row, ui.reason], api_visibility="private", queue=False)
+
+
+# --- the page -------------------------------------------------------------------------------
+def build_demo(
+    pipeline: RAGPipeline,
+    refresher: Refresher | None = None,
+    space_id: str | None = SPACE_ID,
+    feedback: FeedbackStore | None = None,
+) -> gr.Blocks:
+    """The Blocks for `pipeline` (the About tab reports `refresher`'s checks; share links point at the Space
+    `space_id` when set; votes go to `feedback`, kept nowhere when None); launch it with
+    `demo.queue(...).launch(**launch_kwargs())`."""
+    feedback = feedback or FeedbackStore(None, FEEDBACK_DIR)
+    with gr.Blocks(title="MedRAG: cited answers to health questions") as demo:
+        gr.Markdown(
+            "# MedRAG\nAnswers to health questions from trusted medical text, with a numbered citation "
+            "for every sentence and the passages beside it.",
+            elem_id="header",
+        )
+        with gr.Tabs():
+            with gr.Tab("Chat", id="chat"):
+                ui = chat_tab(pipeline)
+            with gr.Tab("Sources", id="sources"):
+                ui.sources = gr.HTML(sources_html(None), elem_id="sources")
+            with gr.Tab("About", id="about"):
+                status = gr.Markdown(elem_id="status", latex_delimiters=[])
+                gr.Markdown(f"**Your feedback.** {feedback.note()}", elem_id="feedback-note", latex_delimiters=[])
+                refresh = gr.Button("Refresh status", size="sm")
+        wire_chat(demo, pipeline, ui, link_js(share_base(space_id)), link_js(share_base(space_id), copy=True))
+        wire_feedback(ui, feedback)
+        for trigger in (demo.load, refresh.click):
+            trigger(lambda: status_markdown(pipeline, refresher), None, status, api_visibility="private", queue=False)
+        gr.api(ask_api(pipeline), api_name="ask", concurrency_id="answer")
+    return demo
+
+
+def ask_api(pipeline: RAGPipeline):
     def ask(question: str, top_k: int = 5, mode: str = "hybrid") -> dict:
         """Answer a health question from the indexed sources: answer text, sources, citations, versions, timings."""
         try:
@@ -194,106 +440,7 @@ def build_demo(pipeline: RAGPipeline, refresher: Refresher | None = None, space_
             raise gr.Error(GENERIC_ERROR) from None
         return answer_json(answer)
 
-    def clear():
-        return [], [], None, sources_html(None), "", "", ""
-
-    with gr.Blocks(title="MedRAG: cited answers to health questions") as demo:
-        history = gr.State([])  # raw question/answer turns of this visitor, for follow-up questions
-        latest = gr.State(None)  # this visitor's latest Answer
-        gr.Markdown(
-            "# MedRAG\nAnswers to health questions from trusted medical text, with a numbered citation "
-            "for every sentence and the passages beside it.",
-            elem_id="header",
-        )
-        with gr.Tabs():
-            with gr.Tab("Chat", id="chat"):
-                chatbot = gr.Chatbot(
-                    label="MedRAG",
-                    height=440,
-                    buttons=["copy"],
-                    feedback_options=None,
-                    placeholder="Ask a health question, or pick an example below.",
-                    latex_delimiters=[],  # no LaTeX: medical answers need none, and KaTeX would read a visitor's $...$
-                    elem_id="chatbot",
-                )
-                with gr.Row(elem_id="ask-row"):
-                    box = gr.Textbox(
-                        placeholder="Ask a health question…",
-                        show_label=False,
-                        container=False,
-                        scale=6,
-                        max_lines=4,
-                        elem_id="question",
-                    )
-                    ask_btn = gr.Button("Ask", variant="primary", scale=1, min_width=90, elem_id="ask")
-                    clear_btn = gr.Button("Clear", variant="secondary", scale=0, min_width=80, elem_id="clear")
-                gr.Markdown(DISCLAIMER, elem_id="disclaimer")
-                gr.Examples(EXAMPLES, inputs=[box], label="Examples")
-                user_docs = upload_panel(pipeline)  # issue 14: this visitor's own files (gr.State), for `run`
-                with gr.Row(elem_id="share-row"):
-                    share = gr.Textbox(
-                        show_label=False,
-                        container=False,
-                        placeholder="A link that asks the last question again appears here",
-                        scale=5,
-                        elem_id="share-link",
-                    )
-                    copy_btn = gr.Button("Copy link", size="sm", scale=0, min_width=110, elem_id="copy-link")
-                last_q = gr.Textbox(visible="hidden", elem_id="last-question")
-                link_q = gr.Textbox(visible="hidden", elem_id="link-question")  # the page's own ?q=, set in the browser
-                with gr.Accordion("Settings", open=False):
-                    with gr.Row():
-                        top_k = gr.Slider(1, 10, value=min(max(cfg.top_k, 1), 10), step=1, label="Sources (top-k)")
-                        mode = gr.Radio(
-                            MODES,
-                            value=cfg.retrieval_mode if cfg.retrieval_mode in MODES else "hybrid",
-                            label="Retrieval",
-                        )
-                    with gr.Row():
-                        # a configured value outside a slider's range would make gradio refuse every question
-                        temperature = gr.Slider(
-                            0.0, max(1.0, cfg.temperature), value=cfg.temperature, step=0.05,
-                            label="Temperature (model generator)",
-                        )  # fmt: skip
-                        max_tokens = gr.Slider(
-                            min(32, cfg.max_new_tokens), max(1024, cfg.max_new_tokens), value=cfg.max_new_tokens,
-                            step=1, label="Max new tokens (model generator)",
-                        )  # fmt: skip
-            with gr.Tab("Sources", id="sources"):
-                sources = gr.HTML(sources_html(None), elem_id="sources")
-            with gr.Tab("About", id="about"):
-                status = gr.Markdown(elem_id="status", latex_delimiters=[])
-                refresh = gr.Button("Refresh status", size="sm")
-
-        inputs = [box, chatbot, history, top_k, mode, temperature, max_tokens, user_docs]  # issue 14: + user_docs
-        outputs = [chatbot, history, latest, sources, box, last_q]
-        # the chat event stays callable (undocumented) so tests and the bench can drive sessions; /ask is the API
-        ask_btn.click(
-            run, inputs, outputs, concurrency_id="answer", api_name="chat", api_visibility="undocumented"
-        ).then(None, [last_q], [share], js=link, api_visibility="private")
-        box.submit(run, inputs, outputs, concurrency_id="answer", api_visibility="private").then(
-            None, [last_q], [share], js=link, api_visibility="private"
-        )
-        # `/?q=...`: the browser reads the link; only a question there starts an answer (and takes a slot)
-        demo.load(None, None, [link_q], js=LINK_QUESTION_JS, api_visibility="private")
-        link_q.change(run, [link_q, *inputs[1:]], outputs, concurrency_id="answer", api_visibility="private").then(
-            None, [last_q], [share], js=link, api_visibility="private"
-        )
-        copy_btn.click(None, [last_q], [share], js=copy_link, api_visibility="private")
-        clear_btn.click(
-            clear, None, [chatbot, history, latest, sources, box, last_q, share], api_visibility="private", queue=False
-        )
-        chatbot.clear(  # the chat's own trash button: forget this visitor's history too
-            lambda: clear()[1:],
-            None,
-            [history, latest, sources, box, last_q, share],
-            api_visibility="private",
-            queue=False,
-        )
-        for trigger in (demo.load, refresh.click):
-            trigger(lambda: status_markdown(pipeline, refresher), None, status, api_visibility="private", queue=False)
-        gr.api(ask, api_name="ask", concurrency_id="answer")
-    return demo
+    return ask
 
 
 def _assistant(content: str) -> dict:
@@ -313,7 +460,10 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     pipeline = load_pipeline()
     refresher = Refresher(pipeline)
-    demo = build_demo(pipeline, refresher).queue(default_concurrency_limit=MAX_CONCURRENCY, max_size=QUEUE_SIZE)
+    feedback = FeedbackStore(FEEDBACK_REPO, FEEDBACK_DIR)  # pushed every few minutes, and once more at exit
+    demo = build_demo(pipeline, refresher, feedback=feedback).queue(
+        default_concurrency_limit=MAX_CONCURRENCY, max_size=QUEUE_SIZE
+    )
     refresher.start_polling()  # every MEDRAG_POLL_INTERVAL seconds; 0: off
     serve(demo, refresher, server_name=SERVER_NAME, server_port=SERVER_PORT, **launch_kwargs())
 

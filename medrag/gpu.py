@@ -13,7 +13,10 @@ process forked from the app's (and kept for later calls), so:
   (the versions it answered with and its warnings), or a `GPUFailure` with a MedRAGError's message
   (ZeroGPU would reduce an exception to its class name). `GPUGenerator.stream` turns them back into
   deltas, the caller's `info` dict and a MedRAGError; `info` itself never crosses the fork;
-- locks: HFGenerator makes forks wait out a swap and renews its locks in the child.
+- locks: HFGenerator makes forks wait out a swap and renews its locks in the child;
+- a stream closed early (the visitor pressed Stop) closes the GPU call: `spaces` then sets the worker's
+  stop event, the worker closes `gpu_stream` at its next token (HFGenerator's stopping criterion ends
+  `generate`), and the worker is free for the next call.
 
 `gpu_duration` sizes each call's GPU slot from its max_new_tokens: ZeroGPU charges the visitor's
 daily quota by the duration requested, not the time used. Shortcut on purpose: the figures are
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 
 from medrag.errors import MedRAGError
@@ -87,14 +91,15 @@ class GPUGenerator:
 
     def stream(self, question: str, chunks, history=None, *, info: dict | None = None, **options) -> Iterator[str]:
         args = (self._key, adapter_ref(self.inner), question, list(chunks), list(history or []), dict(options))
-        for item in self._gpu(*args):
-            if isinstance(item, GPUFailure):
-                raise MedRAGError(item.message)
-            if isinstance(item, GPUReport):
-                if info is not None:
-                    info.update(versions=dict(item.versions), warnings=list(item.warnings))
-                continue
-            yield item
+        with closing(self._gpu(*args)) as items:  # closed early (Stop): ZeroGPU stops the worker's generator too
+            for item in items:
+                if isinstance(item, GPUFailure):
+                    raise MedRAGError(item.message)
+                if isinstance(item, GPUReport):
+                    if info is not None:
+                        info.update(versions=dict(item.versions), warnings=list(item.warnings))
+                    continue
+                yield item
 
     def generate(self, question: str, chunks, history=None, **kw) -> str:
         return "".join(self.stream(question, chunks, history, **kw))

@@ -13,6 +13,7 @@ import re
 import shutil
 import socket
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import quote, urlsplit
@@ -298,6 +299,15 @@ def browser(tmp_path_factory):
         context.close()
 
 
+def open_page(browser, url: str):
+    """A page at `url` that starts with no conversation kept from an earlier test (the chat survives reloads)."""
+    page = browser.new_page()
+    page.goto(url.split("?")[0])
+    page.evaluate("localStorage.clear()")
+    page.goto(url)
+    return page
+
+
 def ask_in_page(page, question: str) -> None:
     page.locator("#question textarea").fill(question)
     page.locator("#ask").click()
@@ -309,8 +319,7 @@ def ask_in_page(page, question: str) -> None:
 def test_browser_chat_citations_sources_and_screenshot(server, browser, tmp_path_factory):
     from playwright.sync_api import expect
 
-    page = browser.new_page()
-    page.goto(server)
+    page = open_page(browser, server)
     ask_in_page(page, BLOOD_PRESSURE)
     link = page.locator('#chatbot [data-testid="bot"] a', has_text="[1]").first
     assert link.get_attribute("href") == "https://medlineplus.gov/highbloodpressure.html"
@@ -333,8 +342,7 @@ def test_browser_chat_citations_sources_and_screenshot(server, browser, tmp_path
 
 @pytest.mark.browser
 def test_browser_share_link_asks_on_load(server, browser):
-    page = browser.new_page()
-    page.goto(server + "?q=" + "What%20are%20the%20symptoms%20of%20asthma%3F")
+    page = open_page(browser, server + "?q=" + "What%20are%20the%20symptoms%20of%20asthma%3F")
     page.locator('#chatbot [data-testid="bot"] a', has_text="[1]").first.wait_for(timeout=30_000)
     assert ASTHMA in page.locator('#chatbot [data-testid="user"]').first.inner_text()
     page.get_by_role("tab", name="Sources").click()
@@ -344,8 +352,7 @@ def test_browser_share_link_asks_on_load(server, browser):
 
 @pytest.mark.browser
 def test_browser_shows_markup_as_text_urgent_and_declined_apart_and_clears(server, browser):
-    page = browser.new_page()
-    page.goto(server)
+    page = open_page(browser, server)
     ask_in_page(page, HICCUPS)
     page.get_by_role("tab", name="Sources").click()
     sources = page.locator("#sources")
@@ -378,7 +385,7 @@ def assert_inert(page, requests: list[str]) -> None:
 
 @pytest.mark.browser
 def test_browser_share_link_and_document_markdown_stay_inert(server, browser):
-    page = browser.new_page()
+    page = open_page(browser, server)
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url))
     page.goto(server + "?q=" + quote(INJECTION))
@@ -404,8 +411,7 @@ def test_browser_share_link_on_a_space_points_at_the_space_page(pipeline, browse
     port = free_port()
     demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
-        page = browser.new_page()
-        page.goto(f"http://127.0.0.1:{port}/")
+        page = open_page(browser, f"http://127.0.0.1:{port}/")
         ask_in_page(page, ASTHMA)
         share = page.locator("#share-link textarea, #share-link input").first
         expected = "https://huggingface.co/spaces/someone/medrag-demo?q=What%20are%20the%20symptoms%20of%20asthma%3F"
@@ -452,8 +458,7 @@ def test_browser_page_view_without_question_takes_no_answer_slot(pipeline, brows
     try:
         busy = client(url).submit(ASTHMA, [], 5, "hybrid", 0.2, 512, api_name="/chat")  # holds the slot
         assert gated.entered.wait(30)
-        page = browser.new_page()
-        page.goto(url)
+        page = open_page(browser, url)
         page.get_by_role("tab", name="About").click()
         page.locator("#status", has_text="How it works").wait_for(timeout=30_000)  # the page's load events ran
         waiting = client(url).submit(BLOOD_PRESSURE, 5, "hybrid", api_name="/ask")  # the one request that may wait
@@ -495,8 +500,7 @@ COLOURS_JS = """el => {
 
 @pytest.mark.browser
 def test_browser_dark_theme_keeps_callouts_and_highlights_readable(server, browser):
-    page = browser.new_page()
-    page.goto(server + "?__theme=dark")
+    page = open_page(browser, server + "?__theme=dark")
     page.locator("body.dark, .dark").first.wait_for(timeout=30_000)
     body = page.locator("gradio-app").evaluate(COLOURS_JS)
     assert luminance(body["background"]) < 0.1  # the dark theme is on
@@ -602,3 +606,215 @@ def test_errors_reach_visitors_as_short_messages_without_tracebacks(error, shown
             assert shown in str(info.value) and "secret" not in str(info.value) and "Traceback" not in str(info.value)
     finally:
         demo.close()
+
+
+# --- retry, edit, stop (a paced model stand-in; the UI path is the real one) -----------------
+class Paced:
+    """The model stand-in: the extractive answer one word every `pace` seconds; counts words and closed streams."""
+
+    name = "paced"
+
+    def __init__(self, inner, pace: float = 0.03):
+        self.inner, self.pace, self.made, self.closed = inner, pace, 0, 0
+
+    def stream(self, question, sources, history=None, *, info=None, **kw):
+        try:
+            for delta in self.inner.stream(question, sources, history, info=info, **kw):
+                for word in re.findall(r"\s*\S+", delta):
+                    time.sleep(self.pace)
+                    self.made += 1
+                    yield word
+        except GeneratorExit:
+            self.closed += 1
+            raise
+
+    def versions(self):
+        return {"generator": "paced"}
+
+
+@pytest.fixture(scope="module")
+def paced(pipeline):
+    from medrag.pipeline import RAGPipeline
+
+    return RAGPipeline(
+        pipeline.config, embedder=pipeline.embedder, retriever=pipeline.retriever, generator=Paced(pipeline.generator)
+    )
+
+
+@pytest.fixture(scope="module")
+def paced_server(paced):
+    """One server for the chat-control browser tests."""
+    demo = app.build_demo(paced)
+    port = free_port()
+    demo.queue(default_concurrency_limit=4).launch(
+        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **app.launch_kwargs()
+    )
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+def wait_answered(page, server: str, question: str) -> None:
+    """Until the answer to `question` is complete (its share link is set when the chat event ends)."""
+    from playwright.sync_api import expect
+
+    share = page.locator("#share-link textarea, #share-link input").first
+    expect(share).to_have_value(server + "?q=" + quote(question), timeout=30_000)
+
+
+def messages(page, role: str) -> list[str]:
+    return page.locator(f'#chatbot [data-testid="{role}"]').all_inner_texts()
+
+
+@pytest.mark.browser
+def test_browser_retry_and_edit_replace_the_last_answer(paced_server, paced, browser):
+    page = open_page(browser, paced_server)
+    ask_in_page(page, ASTHMA)
+    wait_answered(page, paced_server, ASTHMA)
+    before, words = paced.generator.made, len(messages(page, "bot")[0].split())
+    page.locator('#chatbot [data-testid="bot"]').last.hover()
+    page.locator('#chatbot button[aria-label="Retry"]').click()
+    deadline = time.monotonic() + 30
+    while paced.generator.made < before + words // 2 and time.monotonic() < deadline:  # the answer is made again
+        time.sleep(0.1)
+    assert paced.generator.made >= before + words // 2
+    page.locator('#chatbot [data-testid="bot"] a', has_text="[1]").first.wait_for(timeout=30_000)
+    assert messages(page, "user") == [ASTHMA] and len(messages(page, "bot")) == 1  # asked again, in place
+
+    page.locator('#chatbot [data-testid="user"]').last.hover()
+    page.locator('#chatbot button[aria-label="Edit"]').click()
+    page.locator("#chatbot textarea").first.fill(BLOOD_PRESSURE)
+    page.locator('#chatbot button[aria-label="Submit"]').click()
+    link = page.locator('#chatbot [data-testid="bot"] a[href="https://medlineplus.gov/highbloodpressure.html"]')
+    link.first.wait_for(timeout=30_000)
+    wait_answered(page, paced_server, BLOOD_PRESSURE)  # the Sources tab is set when the answer is complete
+    assert messages(page, "user") == [BLOOD_PRESSURE] and len(messages(page, "bot")) == 1
+    page.get_by_role("tab", name="Sources").click()
+    assert "high-blood-pressure#" in page.locator("#sources").inner_text()
+    page.close()
+
+
+@pytest.mark.browser
+def test_browser_stop_ends_the_answer_and_the_generation(paced_server, paced, browser):
+    model = paced.generator
+    model.pace = 0.3  # slow enough to press Stop mid-answer
+    page = open_page(browser, paced_server)
+    try:
+        page.locator("#question textarea").fill(ASTHMA)
+        page.locator("#ask").click()
+        page.locator('#chatbot [data-testid="bot"]', has_text="Asthma").wait_for(timeout=30_000)  # words arrive
+        closed = model.closed
+        page.locator("#stop").click()
+        page.locator("#chatbot", has_text="Stopped before the answer was complete").wait_for(timeout=10_000)
+        deadline = time.monotonic() + 10
+        while model.closed == closed and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert model.closed == closed + 1  # the model's stream was closed, not left running
+        made = model.made
+        time.sleep(1.0)
+        assert model.made == made  # and no word is made after it
+        model.pace = 0.03
+        ask_in_page(page, BLOOD_PRESSURE)  # the chat goes on, the stopped turn kept above
+        assert messages(page, "user") == [ASTHMA, BLOOD_PRESSURE]
+    finally:
+        model.pace = 0.03
+        page.close()
+
+
+@pytest.mark.browser
+def test_browser_reload_keeps_the_conversation_and_export_carries_its_sources(paced_server, browser):
+    page = open_page(browser, paced_server)
+    ask_in_page(page, ASTHMA)
+    wait_answered(page, paced_server, ASTHMA)
+    page.reload()  # the conversation comes back from the visitor's own browser
+    page.locator('#chatbot [data-testid="bot"] a', has_text="[1]").first.wait_for(timeout=30_000)
+    assert messages(page, "user") == [ASTHMA]
+    bot = page.locator('#chatbot [data-testid="bot"] a', has_text="[1]").first
+    assert bot.get_attribute("href") == "https://medlineplus.gov/asthma.html"
+
+    with page.expect_download() as download:
+        page.locator("#export").click()
+    text = Path(download.value.path()).read_text(encoding="utf-8")
+    assert f"## 1. {ASTHMA}" in text and DISCLAIMER in text
+    assert "[[1]](https://medlineplus.gov/asthma.html" in text  # the answer, its citations linked
+    assert re.search(r"^1\. \[Asthma[^\]]*\]\(https://medlineplus\.gov/asthma\.html\) `asthma#\d+`$", text, re.M)
+
+    page.locator("#clear").click()  # New chat: forgotten here and in the browser
+    page.locator('#chatbot [data-testid="bot"]').first.wait_for(state="detached")
+    page.reload()
+    page.locator("#question textarea").wait_for()
+    page.get_by_role("tab", name="About").click()
+    page.locator("#status", has_text="How it works").wait_for(timeout=30_000)  # the page's load events ran
+    assert messages(page, "user") == []
+    page.close()
+
+
+@pytest.mark.browser
+def test_browser_a_vote_and_its_reason_reach_the_hub_dataset(paced, browser, monkeypatch, tmp_path):
+    from feedback_hub import REPO, TOKEN, pushed_votes
+    from hub_server import HubServer, use_hub
+
+    from medrag.feedback import FeedbackStore
+
+    with HubServer(token=TOKEN) as hub:
+        use_hub(monkeypatch, hub, tmp_path / "hf-home", token=TOKEN)
+        store = FeedbackStore(REPO, tmp_path / "votes", every=60)
+        demo = app.build_demo(paced, feedback=store)
+        port = free_port()
+        demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+        try:
+            page = open_page(browser, f"http://127.0.0.1:{port}/")
+            ask_in_page(page, ASTHMA)
+            wait_answered(page, f"http://127.0.0.1:{port}/", ASTHMA)
+            page.locator('#chatbot [data-testid="bot"]').last.hover()
+            page.locator('#chatbot button[aria-label="Dislike"]').click()
+            page.locator("#reason textarea").fill("It did not say when to see a doctor")
+            page.locator("#send-reason").click()
+            page.locator("#reason-row").wait_for(state="hidden")
+            page.get_by_role("tab", name="About").click()
+            assert REPO in page.locator("#feedback-note").inner_text()
+            page.close()
+            store.push()
+        finally:
+            store.stop()
+            demo.close()
+        vote, with_reason = pushed_votes(hub)
+    assert vote["liked"] is False and vote["question"] == ASTHMA and vote["source_ids"][0].startswith("asthma#")
+    assert "[1]" in vote["answer"] and vote["versions"]["generator"] == "paced"
+    assert with_reason["vote_id"] == vote["vote_id"] and with_reason["reason"] == "It did not say when to see a doctor"
+
+
+PHONE = {"width": 390, "height": 844}  # an iPhone 12-15 in CSS pixels
+
+
+def inside(box: dict, width: int, height: int | None = None) -> bool:
+    fits = box["x"] >= 0 and box["x"] + box["width"] <= width
+    return fits and (height is None or box["y"] + box["height"] <= height)
+
+
+@pytest.mark.browser
+def test_browser_at_390_px_the_chat_fits_and_sources_read(paced_server, browser, tmp_path):
+    page = open_page(browser, paced_server)
+    page.set_viewport_size(PHONE)
+    ask_in_page(page, ASTHMA)
+    wait_answered(page, paced_server, ASTHMA)
+    page.screenshot(path=str(tmp_path / "phone.png"))
+    assert (tmp_path / "phone.png").stat().st_size > 10_000
+    assert inside(page.locator("#question textarea").bounding_box(), **PHONE)  # the question box is on screen
+    buttons = [page.locator(f"#{name}").bounding_box() for name in ("ask", "stop", "clear")]
+    assert all(inside(b, PHONE["width"]) for b in buttons) and len({round(b["y"]) for b in buttons}) == 1
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]  # no sideways scrolling
+    user = page.locator('#chatbot [data-testid="user"]').first
+    user.evaluate("el => el.scrollIntoView({block: 'center'})")
+    box = user.bounding_box()
+    on_top = page.evaluate(
+        "([x, y, el]) => { const top = document.elementFromPoint(x, y); return el.contains(top) ? '' : top.outerHTML; }",
+        [box["x"] + 12, box["y"] + 12, user.element_handle()],
+    )
+    assert not on_top, f"drawn over the first question: {on_top[:200]}"
+
+    page.get_by_role("tab", name="Sources").click()
+    first = page.locator("#sources li#source-1")
+    first.wait_for()
+    assert inside(first.bounding_box(), PHONE["width"])
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    page.close()

@@ -10,7 +10,9 @@ them locked; a MedRAGError keeps its message; the requested duration follows max
 from __future__ import annotations
 
 import math
+import multiprocessing
 import threading
+import time
 
 import pytest
 from test_pipeline import CHUNKS, WordEmbedder
@@ -133,3 +135,38 @@ def test_a_t4_gets_fp16_not_emulated_bf16(monkeypatch):
     assert _gpu_dtype() is torch.float16
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # an A10G, an L4
     assert _gpu_dtype() is torch.bfloat16
+
+
+class Counting:
+    """A model stand-in that streams `max_new_tokens` words and counts them in memory the worker shares."""
+
+    name = "hf"
+
+    def __init__(self):
+        self.made = multiprocessing.get_context("fork").Value("i", 0)
+
+    def stream(self, question, sources, history=None, info=None, max_new_tokens=40, **kw):
+        for i in range(max_new_tokens):
+            time.sleep(0.005)  # paced like a model, so that a stopped worker visibly stops short
+            with self.made.get_lock():
+                self.made.value += 1
+            yield f"w{i} "
+
+    def versions(self):
+        return {"base_model": "counting"}
+
+
+def test_stop_closes_the_gpu_call_and_frees_the_worker(zero):
+    """A visitor's Stop closes the pipeline's stream: the worker stops producing, and serves the next call."""
+    model = Counting()
+    wrapped = GPUGenerator(model, zero.GPU(duration=gpu_duration)(gpu_stream))
+    pipeline = RAGPipeline(PipelineConfig(**FAKE), embedder=WordEmbedder(), index=tiny_index(), generator=wrapped)
+    answers = pipeline.stream(Q, max_new_tokens=1000)
+    first = next(answers)
+    while len(first.text.split()) < 3:
+        first = next(answers)
+    answers.close()  # what gradio does to the chat event's generator when Stop cancels it
+    made = model.made.value
+    assert made < 500, f"the worker made {made} of 1000 tokens after Stop"
+    assert "".join(wrapped.stream(Q, CHUNKS[:1], max_new_tokens=2)) == "w0 w1 "  # the worker is free, and clean
+    assert zero.forks == 1

@@ -5,7 +5,8 @@ worker process forked from the caller's and kept for later calls while it lives;
 arguments go to the worker pickled, and only what the function yields comes back, pickled again;
 mutations of the arguments stay in the worker; an exception other than gr.Error comes back as its
 class name only ("ZeroGPU worker error"); the requested `duration` (a number, or a callable given the
-call's arguments) is recorded per call, as the quota is charged by it.
+call's arguments) is recorded per call, as the quota is charged by it; a caller that closes the generator
+early sets the worker's stop event, and the worker closes the task's generator after its next yield.
 
 Shortcuts on purpose: one worker (one GPU), no scheduling, no quota; `timeout` bounds each wait for
 the worker, so a worker stuck on a lock fails the test instead of hanging it.
@@ -21,12 +22,17 @@ import traceback
 _FORK = multiprocessing.get_context("fork")
 
 
-def _serve(task, calls, results) -> None:
+def _serve(task, calls, results, stop) -> None:
     """The worker: run each pickled call of `task`, sending back every yield, then "end" (or "error")."""
     while (call := calls.get()) is not None:
         args, kwargs = pickle.loads(call)
+        stop.clear()
         try:
-            for item in task(*args, **kwargs):
+            gen = task(*args, **kwargs)
+            for item in gen:
+                if stop.is_set():  # as spaces' thread_wrapper: the caller went away, close the task
+                    gen.close()
+                    break
                 results.put(("yield", pickle.dumps(item)))
         except Exception as e:
             results.put(("error", f"{type(e).__name__}: {traceback.format_exc()}"))
@@ -49,7 +55,7 @@ class ZeroGPU:
         def handler(*args, **kwargs):
             self.durations.append(duration(*args, **kwargs) if callable(duration) else duration)
             call = pickle.dumps((args, kwargs))  # as `spaces` does: a PicklingError surfaces here
-            process, calls, results = self._start(task)
+            process, calls, results, stop = self._start(task)
             calls.put(call)
             kind = None
             try:
@@ -58,7 +64,11 @@ class ZeroGPU:
                     if kind == "error":
                         raise RuntimeError(f"ZeroGPU worker error: {value.split(':', 1)[0]}")
                     if kind == "yield":
-                        yield pickle.loads(value)
+                        try:
+                            yield pickle.loads(value)
+                        except GeneratorExit:  # as spaces' gradio_handler: tell the worker to stop
+                            stop.set()
+                            raise
             finally:  # a caller that stops early: let the worker finish this call before the next one
                 while kind not in ("end", "error"):
                     kind, value = results.get(timeout=self.timeout)
@@ -67,15 +77,15 @@ class ZeroGPU:
 
     def _start(self, task):
         if self._worker is None or not self._worker[0].is_alive():
-            calls, results = _FORK.Queue(), _FORK.Queue()
-            process = _FORK.Process(target=_serve, args=(task, calls, results), daemon=True)
+            calls, results, stop = _FORK.Queue(), _FORK.Queue(), _FORK.Event()
+            process = _FORK.Process(target=_serve, args=(task, calls, results, stop), daemon=True)
             process.start()
-            self._worker, self.forks = (process, calls, results), self.forks + 1
+            self._worker, self.forks = (process, calls, results, stop), self.forks + 1
         return self._worker
 
     def close(self) -> None:
         if self._worker is not None:
-            process, calls, _ = self._worker
+            process, calls, _, _ = self._worker
             calls.put(None)
             process.join(10)
             if process.is_alive():

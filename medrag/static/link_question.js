@@ -1,0 +1,1 @@
+() => (new URLSearchParams(location.search).get('q') || '').trim()

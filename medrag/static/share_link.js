@@ -1,0 +1,1 @@
+(q) => { if (!q) return ''; const link = ORIGIN + '?q=' + encodeURIComponent(q); COPY return link; }
