@@ -804,10 +804,11 @@ def test_browser_at_390_px_the_chat_fits_and_sources_read(paced_server, browser,
     assert all(inside(b, PHONE["width"]) for b in buttons) and len({round(b["y"]) for b in buttons}) == 1
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]  # no sideways scrolling
     user = page.locator('#chatbot [data-testid="user"]').first
-    user.evaluate("el => el.scrollIntoView({block: 'center'})")
+    user.evaluate("el => el.scrollIntoView({block: 'center', behavior: 'instant'})")  # no smooth scroll under way
     box = user.bounding_box()
     on_top = page.evaluate(
-        "([x, y, el]) => { const top = document.elementFromPoint(x, y); return el.contains(top) ? '' : top.outerHTML; }",
+        "([x, y, el]) => { const top = document.elementFromPoint(x, y); "
+        "return top && el.contains(top) ? '' : top ? top.outerHTML : `nothing at ${x},${y}: off screen`; }",
         [box["x"] + 12, box["y"] + 12, user.element_handle()],
     )
     assert not on_top, f"drawn over the first question: {on_top[:200]}"

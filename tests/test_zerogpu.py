@@ -161,7 +161,7 @@ def test_stop_closes_the_gpu_call_and_frees_the_worker(zero):
     model = Counting()
     wrapped = GPUGenerator(model, zero.GPU(duration=gpu_duration)(gpu_stream))
     pipeline = RAGPipeline(PipelineConfig(**FAKE), embedder=WordEmbedder(), index=tiny_index(), generator=wrapped)
-    answers = pipeline.stream(Q, max_new_tokens=1000)
+    answers = pipeline.stream(Q, Request(max_new_tokens=1000))
     first = next(answers)
     while len(first.text.split()) < 3:
         first = next(answers)
