@@ -50,7 +50,7 @@ def main() -> int:
         final = None
         for final in pipe.stream(q):  # noqa: B007
             pass
-        kinds[final.kind] = kinds.get(final.kind, 0) + 1
+        kinds[str(final.kind)] = kinds.get(str(final.kind), 0) + 1
         missing += final.kind == "answer" and says_what_is_missing(final.text)
         if i >= args.warmup and final.kind == "answer":  # declined/urgent ones never reach the generator
             rows.append((final.timings["retrieval"], final.timings["first_token"], final.timings["total"]))
