@@ -29,13 +29,14 @@ import secrets
 import shutil
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 import medrag
 from medrag.bm25_disk import BM25Builder, read_npy_slice
+from medrag.build import BuildReport
 from medrag.chunking import chunk_documents
 from medrag.config import PipelineConfig
 from medrag.disk_index import (
@@ -67,19 +68,11 @@ TRAIN_MIN = 65_536  # training sample floor: enough for the 256 PQ centroids of 
 
 
 @dataclass
-class StreamReport:
-    out: Path
-    documents: int = 0
-    chunks: int = 0
+class StreamReport(BuildReport):
+    """A BuildReport with the shards: how many, and how many an interrupted run had finished."""
+
     shards: int = 0
     resumed_shards: int = 0  # shards found finished from an earlier, interrupted run
-    skipped: list[SkippedFile] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=dict)
-    corpus_sha256: str = ""
-
-    @property
-    def chunks_per_second(self) -> float:
-        return self.chunks / self.seconds["total"] if self.seconds.get("total") else 0.0
 
     def summary(self) -> str:
         lines = [
