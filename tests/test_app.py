@@ -308,6 +308,17 @@ def open_page(browser, url: str):
     return page
 
 
+def ask_urgent_then_unanswerable(page):
+    """From the Chat tab: an emergency (answered with the urgent message), then a question the sources cannot answer."""
+    page.get_by_role("tab", name="Chat").click()
+    page.locator("#question textarea").fill("I have crushing chest pain and my left arm is numb")
+    page.locator("#ask").click()
+    page.locator("#chatbot .urgent").wait_for(timeout=30_000)
+    page.locator("#question textarea").fill("What is the airspeed velocity of an unladen swallow?")
+    page.locator("#ask").click()
+    page.locator("#chatbot .declined").wait_for(timeout=30_000)
+
+
 def ask_in_page(page, question: str) -> None:
     page.locator("#question textarea").fill(question)
     page.locator("#ask").click()
@@ -359,13 +370,7 @@ def test_browser_shows_markup_as_text_urgent_and_declined_apart_and_clears(serve
     sources.locator("li#source-1").wait_for()
     assert "<script>alert(1)</script>" in sources.inner_text()
     assert sources.locator("script, b").count() == 0
-    page.get_by_role("tab", name="Chat").click()
-    page.locator("#question textarea").fill("I have crushing chest pain and my left arm is numb")
-    page.locator("#ask").click()
-    page.locator("#chatbot .urgent").wait_for(timeout=30_000)
-    page.locator("#question textarea").fill("What is the airspeed velocity of an unladen swallow?")
-    page.locator("#ask").click()
-    page.locator("#chatbot .declined").wait_for(timeout=30_000)
+    ask_urgent_then_unanswerable(page)
     assert "Declined" in page.locator("#chatbot .declined").inner_text()
     page.locator("#clear").click()
     page.locator('#chatbot [data-testid="bot"]').first.wait_for(state="detached")
@@ -508,13 +513,7 @@ def test_browser_dark_theme_keeps_callouts_and_highlights_readable(server, brows
     page.get_by_role("tab", name="Sources").click()
     page.locator("#sources mark").first.wait_for()
     seen = {"mark": page.locator("#sources mark").first.evaluate(COLOURS_JS)}
-    page.get_by_role("tab", name="Chat").click()
-    page.locator("#question textarea").fill("I have crushing chest pain and my left arm is numb")
-    page.locator("#ask").click()
-    page.locator("#chatbot .urgent").wait_for(timeout=30_000)
-    page.locator("#question textarea").fill("What is the airspeed velocity of an unladen swallow?")
-    page.locator("#ask").click()
-    page.locator("#chatbot .declined").wait_for(timeout=30_000)
+    ask_urgent_then_unanswerable(page)
     seen |= {name: page.locator(f"#chatbot .{name}").last.evaluate(COLOURS_JS) for name in ("urgent", "declined")}
     for name, c in seen.items():
         assert contrast(c["text"], c["background"]) >= 4.5, (name, c)  # WCAG AA for body text
