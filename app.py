@@ -293,21 +293,26 @@ def turn_events(run, ui: ChatTab):
         kept = turns[:-1]
         return {ui.chatbot: conversation.chat_messages(kept), **ui.keep(kept), ui.box: turns[-1].question}
 
-    def stop(turns, pending):
-        """Keep what had arrived of the answer being streamed (its event is cancelled, which closes the model's stream)."""
-        if pending is None:
-            return gr.skip()  # nothing to change (an empty dict would be refused)
-        pending.stopped = True
-        kept = [*(turns or []), pending]
-        return {ui.chatbot: conversation.chat_messages(kept), **ui.keep(kept), ui.pending: None}
+    def settle(turns, pending):
+        """After an answer event ends. Stopped (its event cancelled, which closed the model's stream): keep what
+        had arrived, marked as stopped. Runs again when the cancelled event's last message arrives, and redraws
+        the chat from the kept turns, so that no word streamed before the cancel is shown after it."""
+        turns = list(turns or [])
+        if pending is not None:
+            pending.stopped = True
+            kept = [*turns, pending]
+            return {ui.chatbot: conversation.chat_messages(kept), **ui.keep(kept), ui.pending: None}
+        if turns and turns[-1].stopped:
+            return {ui.chatbot: conversation.chat_messages(turns)}
+        return gr.skip()  # answered in full, or failed: the event's own last message stands
 
-    return retry, edit, undo, stop
+    return retry, edit, undo, settle
 
 
 def wire_chat(demo: gr.Blocks, pipeline: RAGPipeline, ui: ChatTab, link: str, copy_link: str) -> None:
     """The Chat tab's events: ask (button, Enter, ?q= link), retry, edit, undo, stop, share link, clear."""
     run = answer_stream(pipeline, ui)
-    retry, edit, undo, stop = turn_events(run, ui)
+    retry, edit, undo, settle = turn_events(run, ui)
     inputs = [ui.box, ui.chatbot, ui.turns, *ui.settings()]
     then_link = {"fn": None, "inputs": [ui.last_q], "outputs": [ui.share], "js": link, "api_visibility": "private"}
     # the chat event stays callable (undocumented) so tests and the bench can drive sessions; /ask is the API
@@ -326,10 +331,14 @@ def wire_chat(demo: gr.Blocks, pipeline: RAGPipeline, ui: ChatTab, link: str, co
             edit, [ui.turns, *ui.settings()], ui.outputs(), concurrency_id="answer", api_visibility="private"
         ),
     ]
+    # Stop cancels the answer event; what had arrived is kept by `settle`, which follows every answer event. It
+    # is queued, so its message reaches the browser after the cancelled event's last ones (one ordered stream)
     for event in answering:
-        event.then(**then_link)
+        event.then(
+            settle, [ui.turns, ui.pending], ui.outputs(), show_progress="hidden", api_visibility="private"
+        ).then(**then_link)
     ui.chatbot.undo(undo, [ui.turns], ui.outputs(), api_visibility="private", queue=False)
-    ui.stop.click(stop, [ui.turns, ui.pending], ui.outputs(), cancels=answering, api_visibility="private", queue=False)
+    ui.stop.click(None, None, None, cancels=answering, api_visibility="private", queue=False)
     ui.copy.click(None, [ui.last_q], [ui.share], js=copy_link, api_visibility="private")
 
     def clear():

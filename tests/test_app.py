@@ -320,9 +320,12 @@ def ask_urgent_then_unanswerable(page):
 
 
 def ask_in_page(page, question: str) -> None:
+    """Ask, and wait for this question's answer to cite (not an earlier answer's citations)."""
+    asked = page.locator('#chatbot [data-testid="user"]').count()
     page.locator("#question textarea").fill(question)
     page.locator("#ask").click()
-    bot = page.locator('#chatbot [data-testid="bot"]').last
+    page.locator('#chatbot [data-testid="user"]').nth(asked).wait_for(timeout=30_000)
+    bot = page.locator('#chatbot [data-testid="bot"]').nth(asked)
     bot.locator("a", has_text="[1]").first.wait_for(timeout=30_000)
 
 
@@ -717,6 +720,27 @@ def test_browser_stop_ends_the_answer_and_the_generation(paced_server, paced, br
     finally:
         model.pace = 0.03
         page.close()
+
+
+def test_a_stopped_answer_is_kept_once_and_redrawn_when_its_event_ends(pipeline):
+    """Stop cancels the answer event; `settle` follows it, once when the browser has cancelled it and once more
+    when the cancelled event's last message arrives: the second call adds nothing and draws the same chat."""
+    import gradio as gr
+
+    from medrag.conversation import Turn
+
+    with gr.Blocks():
+        ui = app.chat_tab(pipeline)
+    *_, settle = app.turn_events(lambda *a: iter(()), ui)
+    done, streaming = Turn("What is asthma?", "Asthma is a lung disease [1]."), Turn("And its causes?", "The causes")
+    first = settle([done], streaming)
+    kept = first[ui.turns]
+    assert [t.question for t in kept] == [done.question, streaming.question] and kept[-1].stopped
+    assert first[ui.pending] is None and "Stopped before the answer was complete" in first[ui.chatbot][-1]["content"]
+    again = settle(kept, None)
+    assert set(again) == {ui.chatbot} and again[ui.chatbot] == first[ui.chatbot]
+    assert settle([done], None) == gr.skip()  # answered in full: the answer's own last message stands
+    assert settle([], None) == gr.skip()
 
 
 @pytest.mark.browser
