@@ -45,6 +45,7 @@ from medrag.pipeline import RAGPipeline
 from medrag.prompts import DISCLAIMER
 from medrag.refresh import Refresher, serve
 from medrag.request import MODES, Request
+from medrag.session_docs import MAX_BYTES
 from medrag.ui import answer_json, answer_markdown, inert, sources_html, status_markdown
 from medrag.upload_ui import upload_panel
 
@@ -462,6 +463,8 @@ def launch_kwargs() -> dict:
         "css": CSS,
         "theme": gr.themes.Soft(primary_hue="teal", font=FONTS, font_mono=MONO_FONTS),
         "app_kwargs": {"middleware": [Middleware(CompleteAskCalls)]},
+        # gradio refuses bigger uploads before they are stored; up to this, the upload panel says the file's limit
+        "max_file_size": 2 * MAX_BYTES,
     }
 
 

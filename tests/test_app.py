@@ -722,6 +722,17 @@ def test_browser_stop_ends_the_answer_and_the_generation(paced_server, paced, br
         page.close()
 
 
+def test_an_upload_far_over_the_limit_is_refused_before_it_is_stored(server):
+    import httpx
+
+    from medrag.session_docs import MAX_BYTES
+
+    big = {"files": ("big.txt", b"a" * (2 * MAX_BYTES + 1), "text/plain")}
+    assert httpx.post(server + "gradio_api/upload", files=big, timeout=60).status_code == 413
+    small = {"files": ("small.txt", b"a" * (MAX_BYTES + 1), "text/plain")}  # stored: the panel names the limit
+    assert httpx.post(server + "gradio_api/upload", files=small, timeout=60).status_code == 200
+
+
 def test_a_stopped_answer_is_kept_once_and_redrawn_when_its_event_ends(pipeline):
     """Stop cancels the answer event; `settle` follows it, once when the browser has cancelled it and once more
     when the cancelled event's last message arrives: the second call adds nothing and draws the same chat."""
