@@ -25,7 +25,9 @@ import html
 import json
 import logging
 import os
+import shutil
 import tempfile
+import time
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +62,8 @@ SPACE_ID = os.getenv("SPACE_ID")  # "owner/name" on a Space: share links then po
 HISTORY_SECRET = os.getenv("MEDRAG_HISTORY_SECRET") or None
 FEEDBACK_REPO = os.getenv("MEDRAG_FEEDBACK_REPO") or None  # a Hub dataset repo for votes; unset: votes are not kept
 FEEDBACK_DIR = os.getenv("MEDRAG_FEEDBACK_DIR", "outputs/feedback")  # votes wait here for the next scheduled push
+EXPORTS = Path(tempfile.gettempdir()) / "medrag-exports"  # the Export button's files, before gradio copies them
+CACHE_AGE = 24 * 3600  # seconds an export (ours and gradio's copy) or an uploaded file's copy is kept
 EXAMPLES = [
     "What are the symptoms of asthma?",
     "How can I lower my blood pressure?",
@@ -372,7 +376,14 @@ def export_file(turns: list[Turn]) -> str | None:
     """The conversation as a fresh .md file for the Export button (None: nothing to export yet)."""
     if not turns:
         return None
-    path = Path(tempfile.mkdtemp(prefix="medrag-export-")) / "medrag-conversation.md"  # gradio serves it from its cache
+    EXPORTS.mkdir(parents=True, exist_ok=True)
+    for old in EXPORTS.iterdir():  # gradio serves a copy from its cache; ours are kept a day, then dropped
+        try:
+            if time.time() - old.stat().st_mtime > CACHE_AGE:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            continue  # another session dropped it meanwhile
+    path = Path(tempfile.mkdtemp(dir=EXPORTS)) / "medrag-conversation.md"
     path.write_text(conversation.export_markdown(turns), encoding="utf-8")
     return str(path)
 
@@ -414,7 +425,8 @@ def build_demo(
     `space_id` when set; votes go to `feedback`, kept nowhere when None); launch it with
     `demo.queue(...).launch(**launch_kwargs())`."""
     feedback = feedback or FeedbackStore(None, FEEDBACK_DIR)
-    with gr.Blocks(title="MedRAG: cited answers to health questions") as demo:
+    # gradio's copies of uploads and exports are deleted a day after they were made (checked hourly)
+    with gr.Blocks(title="MedRAG: cited answers to health questions", delete_cache=(3600, CACHE_AGE)) as demo:
         gr.Markdown(
             "# MedRAG\nAnswers to health questions from trusted medical text, with a numbered citation "
             "for every sentence and the passages beside it.",

@@ -722,6 +722,18 @@ def test_browser_stop_ends_the_answer_and_the_generation(paced_server, paced, br
         page.close()
 
 
+def test_exports_older_than_a_day_are_dropped_when_a_new_one_is_made(monkeypatch, tmp_path):
+    from medrag.conversation import Turn
+
+    monkeypatch.setattr(app, "EXPORTS", tmp_path / "exports")
+    first = Path(app.export_file([Turn("What is asthma?", "Asthma is a lung disease [1].")]))
+    old = time.time() - app.CACHE_AGE - 60
+    os.utime(first.parent, (old, old))
+    second = Path(app.export_file([Turn("What is asthma?", "Asthma is a lung disease [1].")]))
+    assert not first.parent.exists() and second.read_text(encoding="utf-8").startswith("#")
+    assert app.export_file([]) is None
+
+
 def test_an_upload_far_over_the_limit_is_refused_before_it_is_stored(server):
     import httpx
 
