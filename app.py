@@ -299,9 +299,8 @@ def turn_events(run, ui: ChatTab):
         return {ui.chatbot: conversation.chat_messages(kept), **ui.keep(kept), ui.box: turns[-1].question}
 
     def settle(turns, pending):
-        """After an answer event ends. Stopped (its event cancelled, which closed the model's stream): keep what
-        had arrived, marked as stopped. Runs again when the cancelled event's last message arrives, and redraws
-        the chat from the kept turns, so that no word streamed before the cancel is shown after it."""
+        """After an answer event was cancelled (Stop), which closed the model's stream, or failed: keep what had
+        arrived, marked as stopped, and draw the chat from the kept turns. Called again, it adds nothing."""
         turns = list(turns or [])
         if pending is not None:
             pending.stopped = True
@@ -336,12 +335,11 @@ def wire_chat(demo: gr.Blocks, pipeline: RAGPipeline, ui: ChatTab, link: str, co
             edit, [ui.turns, *ui.settings()], ui.outputs(), concurrency_id="answer", api_visibility="private"
         ),
     ]
-    # Stop cancels the answer event; what had arrived is kept by `settle`, which follows every answer event. It
-    # is queued, so its message reaches the browser after the cancelled event's last ones (one ordered stream)
+    # Stop cancels the answer event; the browser then runs the event's failure listeners, where `settle` keeps
+    # what had arrived. It is queued, so its message comes after the cancelled event's last ones on the one stream
     for event in answering:
-        event.then(
-            settle, [ui.turns, ui.pending], ui.outputs(), show_progress="hidden", api_visibility="private"
-        ).then(**then_link)
+        event.failure(settle, [ui.turns, ui.pending], ui.outputs(), show_progress="hidden", api_visibility="private")
+        event.then(**then_link)
     ui.chatbot.undo(undo, [ui.turns], ui.outputs(), api_visibility="private", queue=False)
     ui.stop.click(None, None, None, cancels=answering, api_visibility="private", queue=False)
     ui.copy.click(None, [ui.last_q], [ui.share], js=copy_link, api_visibility="private")
