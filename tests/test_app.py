@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import threading
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from types import SimpleNamespace
 from urllib.parse import quote, urlsplit
 
 import pytest
+from served import CHROMIUM, CHROMIUM_FLAGS, need_chromium, serve
 
 import app
 from medrag.build import build_index
@@ -27,17 +27,6 @@ from medrag.errors import IndexLoadError
 from medrag.prompts import DISCLAIMER
 from medrag.request import Request
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 # the README's picture: refreshed only on request (README_SCREENSHOT=docs/screenshot.png), so a test run
 # never modifies tracked files
 SCREENSHOT_ENV = "README_SCREENSHOT"
@@ -63,12 +52,6 @@ HICCUPS = "What are hiccups and how do they stop?"
 CHUNK_ID = re.compile(r"<code>([^<]+)</code>")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def pipeline(tmp_path_factory, cache_dir):
     corpus = tmp_path_factory.mktemp("corpus") / "docs"
@@ -86,13 +69,8 @@ def pipeline(tmp_path_factory, cache_dir):
 
 @pytest.fixture(scope="session")
 def server(pipeline):
-    demo = app.build_demo(pipeline)
-    port = free_port()
-    demo.queue(default_concurrency_limit=4, max_size=64).launch(
-        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **app.launch_kwargs()
-    )
-    yield f"http://127.0.0.1:{port}/"
-    demo.close()
+    with serve(app.build_demo(pipeline), default_concurrency_limit=4, max_size=64) as url:
+        yield url
 
 
 def client(url):
@@ -231,16 +209,9 @@ class Configured:
 
 def test_configured_values_outside_the_default_slider_ranges_still_answer(pipeline):
     """MEDRAG_MAX_NEW_TOKENS=8 once made gradio refuse every chat question (the slider started at 32)."""
-    demo = app.build_demo(Configured(pipeline, max_new_tokens=8, top_k=25, temperature=1.5))
-    port = free_port()
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        messages, sources, *_ = client(f"http://127.0.0.1:{port}/").predict(
-            ASTHMA, [], 10, "hybrid", 1.5, 8, api_name="/chat"
-        )
-        assert len(messages) == 2 and 'id="source-10"' in sources
-    finally:
-        demo.close()
+    with serve(app.build_demo(Configured(pipeline, max_new_tokens=8, top_k=25, temperature=1.5))) as url:
+        messages, sources, *_ = client(url).predict(ASTHMA, [], 10, "hybrid", 1.5, 8, api_name="/chat")
+    assert len(messages) == 2 and 'id="source-10"' in sources
 
 
 def test_two_concurrent_sessions_keep_their_own_sources(server, pipeline):
@@ -283,8 +254,7 @@ def test_sources_html_escapes_document_markup(server):
 # --- the page, in a real browser ------------------------------------------------------------
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    if not CHROMIUM.exists():
-        pytest.skip("Debian chromium is missing: apt-get install chromium (scripts/test.sh installs it)")
+    need_chromium()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -415,11 +385,8 @@ def test_browser_share_link_and_document_markdown_stay_inert(server, browser):
 
 @pytest.mark.browser
 def test_browser_share_link_on_a_space_points_at_the_space_page(pipeline, browser):
-    demo = app.build_demo(pipeline, space_id="someone/medrag-demo")
-    port = free_port()
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        page = open_page(browser, f"http://127.0.0.1:{port}/")
+    with serve(app.build_demo(pipeline, space_id="someone/medrag-demo")) as url:
+        page = open_page(browser, url)
         ask_in_page(page, ASTHMA)
         share = page.locator("#share-link textarea, #share-link input").first
         expected = "https://huggingface.co/spaces/someone/medrag-demo?q=What%20are%20the%20symptoms%20of%20asthma%3F"
@@ -427,8 +394,6 @@ def test_browser_share_link_on_a_space_points_at_the_space_page(pipeline, browse
         page.locator("#copy-link").click()
         expect_value(share, expected)
         page.close()
-    finally:
-        demo.close()
 
 
 def expect_value(locator, value: str) -> None:
@@ -459,25 +424,21 @@ class Gated:
 def test_browser_page_view_without_question_takes_no_answer_slot(pipeline, browser):
     """One answer slot, room for one waiting request: a page view must not be that waiting request."""
     gated = Gated(pipeline)
-    demo = app.build_demo(gated).queue(default_concurrency_limit=1, max_size=1)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        busy = client(url).submit(ASTHMA, [], 5, "hybrid", 0.2, 512, api_name="/chat")  # holds the slot
-        assert gated.entered.wait(30)
-        page = open_page(browser, url)
-        page.get_by_role("tab", name="About").click()
-        page.locator("#status", has_text="How it works").wait_for(timeout=30_000)  # the page's load events ran
-        waiting = client(url).submit(BLOOD_PRESSURE, 5, "hybrid", api_name="/ask")  # the one request that may wait
-        gated.go.set()
-        assert waiting.result(timeout=60)["sources"][0]["doc_id"] == "high-blood-pressure"
-        busy.result(timeout=60)
-        assert page.locator('#chatbot [data-testid="bot"]').count() == 0  # and the page asked nothing
-        page.close()
-    finally:
-        gated.go.set()
-        demo.close()
+    with serve(app.build_demo(gated), default_concurrency_limit=1, max_size=1) as url:
+        try:
+            busy = client(url).submit(ASTHMA, [], 5, "hybrid", 0.2, 512, api_name="/chat")  # holds the slot
+            assert gated.entered.wait(30)
+            page = open_page(browser, url)
+            page.get_by_role("tab", name="About").click()
+            page.locator("#status", has_text="How it works").wait_for(timeout=30_000)  # the page's load events ran
+            waiting = client(url).submit(BLOOD_PRESSURE, 5, "hybrid", api_name="/ask")  # the one that may wait
+            gated.go.set()
+            assert waiting.result(timeout=60)["sources"][0]["doc_id"] == "high-blood-pressure"
+            busy.result(timeout=60)
+            assert page.locator('#chatbot [data-testid="bot"]').count() == 0  # and the page asked nothing
+            page.close()
+        finally:
+            gated.go.set()  # the held answer ends, so the server can close
 
 
 def luminance(rgb: tuple[float, float, float]) -> float:
@@ -597,17 +558,12 @@ class BrokenPipeline:
 def test_errors_reach_visitors_as_short_messages_without_tracebacks(error, shown):
     from gradio_client.exceptions import AppError
 
-    demo = app.build_demo(BrokenPipeline(error))
-    port = free_port()
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        c = client(f"http://127.0.0.1:{port}/")
+    with serve(app.build_demo(BrokenPipeline(error))) as url:
+        c = client(url)
         for call in (lambda: c.predict(ASTHMA, 5, "hybrid", api_name="/ask"), lambda: chat(c, ASTHMA)):
             with pytest.raises(AppError) as info:
                 call()
             assert shown in str(info.value) and "secret" not in str(info.value) and "Traceback" not in str(info.value)
-    finally:
-        demo.close()
 
 
 # --- retry, edit, stop (a paced model stand-in; the UI path is the real one) -----------------
@@ -646,13 +602,8 @@ def paced(pipeline):
 @pytest.fixture(scope="module")
 def paced_server(paced):
     """One server for the chat-control browser tests."""
-    demo = app.build_demo(paced)
-    port = free_port()
-    demo.queue(default_concurrency_limit=4).launch(
-        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **app.launch_kwargs()
-    )
-    yield f"http://127.0.0.1:{port}/"
-    demo.close()
+    with serve(app.build_demo(paced), default_concurrency_limit=4) as url:
+        yield url
 
 
 def wait_answered(page, server: str, question: str) -> None:
@@ -745,9 +696,9 @@ def test_an_upload_far_over_the_limit_is_refused_before_it_is_stored(server):
     assert httpx.post(server + "gradio_api/upload", files=small, timeout=60).status_code == 200
 
 
-def test_a_stopped_answer_is_kept_once_and_redrawn_when_its_event_ends(pipeline):
-    """Stop cancels the answer event; `settle` follows it, once when the browser has cancelled it and once more
-    when the cancelled event's last message arrives: the second call adds nothing and draws the same chat."""
+def test_a_stopped_answer_is_kept_once_and_drawn_again_the_same(pipeline):
+    """Stop cancels the answer event and the browser runs `settle`, its failure listener: what had arrived is
+    kept, marked as stopped; a second call adds nothing and draws the same chat."""
     import gradio as gr
 
     from medrag.conversation import Turn
@@ -804,25 +755,22 @@ def test_browser_a_vote_and_its_reason_reach_the_hub_dataset(paced, browser, mon
     with HubServer(token=TOKEN) as hub:
         use_hub(monkeypatch, hub, tmp_path / "hf-home", token=TOKEN)
         store = FeedbackStore(REPO, tmp_path / "votes", every=60)
-        demo = app.build_demo(paced, feedback=store)
-        port = free_port()
-        demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
         try:
-            page = open_page(browser, f"http://127.0.0.1:{port}/")
-            ask_in_page(page, ASTHMA)
-            wait_answered(page, f"http://127.0.0.1:{port}/", ASTHMA)
-            page.locator('#chatbot [data-testid="bot"]').last.hover()
-            page.locator('#chatbot button[aria-label="Dislike"]').click()
-            page.locator("#reason textarea").fill("It did not say when to see a doctor")
-            page.locator("#send-reason").click()
-            page.locator("#reason-row").wait_for(state="hidden")
-            page.get_by_role("tab", name="About").click()
-            assert REPO in page.locator("#feedback-note").inner_text()
-            page.close()
-            store.push()
+            with serve(app.build_demo(paced, feedback=store)) as url:
+                page = open_page(browser, url)
+                ask_in_page(page, ASTHMA)
+                wait_answered(page, url, ASTHMA)
+                page.locator('#chatbot [data-testid="bot"]').last.hover()
+                page.locator('#chatbot button[aria-label="Dislike"]').click()
+                page.locator("#reason textarea").fill("It did not say when to see a doctor")
+                page.locator("#send-reason").click()
+                page.locator("#reason-row").wait_for(state="hidden")
+                page.get_by_role("tab", name="About").click()
+                assert REPO in page.locator("#feedback-note").inner_text()
+                page.close()
+                store.push()
         finally:
             store.stop()
-            demo.close()
         vote, with_reason = pushed_votes(hub)
     assert vote["liked"] is False and vote["question"] == ASTHMA and vote["source_ids"][0].startswith("asthma#")
     assert "[1]" in vote["answer"] and vote["versions"]["generator"] == "paced"

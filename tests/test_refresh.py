@@ -16,7 +16,7 @@ import httpx
 import pytest
 from hub_server import HubServer, use_hub
 from huggingface_hub import WebhookPayload
-from test_app import free_port
+from served import free_port
 from test_pipeline import CHUNKS, SpyGenerator, WordEmbedder
 from tiny_models import make_tiny_adapter, make_tiny_mistral, make_tiny_tokenizer
 

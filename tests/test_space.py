@@ -27,7 +27,7 @@ import pytest
 from hub_server import HubServer, use_hub
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
-from test_app import CHROMIUM, CHROMIUM_FLAGS, free_port
+from served import CHROMIUM, chromium, free_port
 from test_refresh import ADAPTER, SECRET, TOKEN, payload
 from tiny_models import make_tiny_adapter, make_tiny_mistral, make_tiny_tokenizer
 
@@ -146,7 +146,6 @@ def ask(url: str, question: str) -> dict:
 def test_space_like_run_through_the_public_port(space_venv, tiny, tmp_path, monkeypatch):
     if not CHROMIUM.exists() or importlib.util.find_spec("playwright") is None:
         pytest.skip("Debian chromium and playwright are needed for the page")
-    from playwright.sync_api import sync_playwright
 
     with HubServer(token=TOKEN) as hub:
         use_hub(monkeypatch, hub, tmp_path / "hf-test")
@@ -184,8 +183,7 @@ def test_space_like_run_through_the_public_port(space_venv, tiny, tmp_path, monk
                 assert time.monotonic() < deadline, f"still {seen} after the push"
                 time.sleep(1)
 
-            with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True)
+            with chromium() as browser:
                 page = browser.new_page()
                 page.goto(url + "?q=How%20can%20I%20lower%20my%20blood%20pressure%3F")
                 user = page.locator('#chatbot [data-testid="user"]').first
@@ -196,6 +194,5 @@ def test_space_like_run_through_the_public_port(space_venv, tiny, tmp_path, monk
                 page.locator("#sources li#source-1", has_text="blood pressure").wait_for(timeout=60_000)
                 share = page.locator("#share-link textarea, #share-link input").first
                 assert share.input_value().startswith("https://huggingface.co/spaces/medrag-org/medrag?q=How")
-                browser.close()
         finally:
             space_like.stop(process)

@@ -11,7 +11,7 @@ import time
 
 import pytest
 from pdfs import make_pdf
-from test_app import CHROMIUM, CHROMIUM_FLAGS, free_port
+from served import chromium, serve
 from test_session_docs import LEAFLET, QUESTION, pipeline  # noqa: F401  (the module's pipeline fixture)
 
 import app
@@ -23,25 +23,14 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def server(pipeline):  # noqa: F811
-    demo = app.build_demo(pipeline)
-    port = free_port()
-    demo.queue(default_concurrency_limit=4, max_size=64).launch(
-        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **app.launch_kwargs()
-    )
-    yield f"http://127.0.0.1:{port}/"
-    demo.close()
+    with serve(app.build_demo(pipeline), default_concurrency_limit=4, max_size=64) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    if not CHROMIUM.exists():
-        pytest.skip("Debian chromium is missing: apt-get install chromium (scripts/test.sh installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        engine = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True)
+def browser():
+    with chromium() as engine:
         yield engine
-        engine.close()
 
 
 def open_page(browser, server):
