@@ -9,7 +9,8 @@ when MEDRAG_POLL_INTERVAL > 0. Every per-visitor value (the conversation's turns
 lives in `gr.State`, never in a global. The Chat tab is built by small functions around one `ChatTab`
 of components: each event yields a dict of the components it updates, so one more output is one more
 entry in `ChatTab.outputs()`. The page's CSS and JavaScript live in medrag/static, the warm-up policy
-in medrag.warmup; what stays here is UI wiring.
+in medrag.warmup; what stays here is UI wiring, the upload panel's too (a visitor's own documents,
+medrag.session_docs): this is the only module that imports gradio.
 
 On purpose: a `?q=` share link is read by the page's own JavaScript, and only a non-empty one
 starts an answer, so a plain page view never waits for (or takes) an answer slot; on a Space
@@ -28,6 +29,7 @@ import os
 import shutil
 import tempfile
 import time
+import weakref
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,16 +42,15 @@ from medrag import conversation, warmup
 from medrag.api import CompleteAskCalls, check_ask, check_question
 from medrag.config import PipelineConfig
 from medrag.conversation import Turn
-from medrag.errors import MedRAGError
+from medrag.errors import InputError, MedRAGError
 from medrag.feedback import FeedbackStore, Vote
 from medrag.gpu import GPUGenerator, gpu_duration, gpu_stream  # noqa: F401  GPUGenerator: what warm_up wraps with
 from medrag.pipeline import RAGPipeline
 from medrag.prompts import DISCLAIMER
 from medrag.refresh import Refresher, serve
 from medrag.request import MODES, Request
-from medrag.session_docs import MAX_BYTES
+from medrag.session_docs import LIMITS, MAX_BYTES, SessionDocs
 from medrag.ui import answer_json, answer_markdown, inert, sources_html, status_markdown
-from medrag.upload_ui import upload_panel
 
 log = logging.getLogger("medrag.app")
 
@@ -64,6 +65,8 @@ FEEDBACK_REPO = os.getenv("MEDRAG_FEEDBACK_REPO") or None  # a Hub dataset repo 
 FEEDBACK_DIR = os.getenv("MEDRAG_FEEDBACK_DIR", "outputs/feedback")  # votes wait here for the next scheduled push
 EXPORTS = Path(tempfile.gettempdir()) / "medrag-exports"  # the Export button's files, before gradio copies them
 CACHE_AGE = 24 * 3600  # seconds an export (ours and gradio's copy) or an uploaded file's copy is kept
+UPLOAD_IDLE = 2 * 3600  # seconds: a visitor's own files outlive no session left open and idle this long
+_LIVE: weakref.WeakValueDictionary[str, SessionDocs] = weakref.WeakValueDictionary()  # session -> its files
 EXAMPLES = [
     "What are the symptoms of asthma?",
     "How can I lower my blood pressure?",
@@ -410,6 +413,86 @@ def wire_feedback(ui: ChatTab, store: FeedbackStore) -> None:
     ui.chatbot.like(like, [ui.turns], [ui.vote, ui.reason_row, ui.reason], api_visibility="private", queue=False)
     for trigger in (ui.send_reason.click, ui.reason.submit):
         trigger(send, [ui.vote, ui.reason], [ui.vote, ui.reason_row, ui.reason], api_visibility="private", queue=False)
+
+
+# --- the upload panel: ask about your own document ------------------------------------------
+# An upload box, its limits, and the visitor's files in `gr.State`.
+#
+# `upload_panel(pipeline)` builds the components inside the current Blocks and returns the
+# `gr.State` that holds this visitor's `SessionDocs` (medrag.session_docs): the Chat event takes it
+# as an input and hands it to `pipeline.stream(..., user_docs=docs)`.
+#
+# Where the files live and when they go:
+# - in memory only, in the visitor's own `gr.State`: no other session can reach them;
+# - the temporary copy gradio writes on upload is deleted as soon as it is read;
+# - dropped when the tab is closed or reloaded (`demo.unload`; gradio itself would keep a closed
+#   session's state for an hour), after `UPLOAD_IDLE` without a new upload (the state's
+#   `time_to_live`, `delete_callback`), or with "Remove my files".
+#
+# Shortcuts taken on purpose:
+# - No `file_types` on the upload box: gradio would refuse other types with its own message;
+#   ours (medrag.session_docs) says what to do, and the limits line names the types.
+# - The table from session hash to files, needed because an unload handler gets no state, is weak:
+#   it never keeps a session's files alive.
+def upload_panel(pipeline) -> gr.State:
+    """The upload accordion (call inside `gr.Blocks`); returns the state to pass to the Chat event."""
+    docs = gr.State(None, time_to_live=UPLOAD_IDLE, delete_callback=_drop_files)
+    with gr.Accordion("Ask about your own document", open=False, elem_id="upload-panel"):
+        gr.Markdown(LIMITS, elem_id="upload-limits")
+        box = gr.File(label="Upload a document", file_count="single", type="filepath", elem_id="upload")
+        listing = gr.Markdown(files_markdown(None), elem_id="upload-files")
+        remove = gr.Button("Remove my files", size="sm", elem_id="upload-remove")
+
+    def add(path, current, request: gr.Request):
+        current = current if isinstance(current, SessionDocs) else SessionDocs(pipeline.embedder, pipeline.config)
+        if request is not None and request.session_hash:
+            _LIVE[request.session_hash] = current
+        if path:
+            try:
+                gr.Info(html.escape(current.add_file(path, Path(path).name).message, quote=False))
+            except InputError as e:
+                gr.Warning(html.escape(str(e), quote=False))  # toasts render HTML: a file name stays text
+            except Exception:
+                log.exception("upload of %r failed", Path(path).name)
+                gr.Warning("This file could not be added; please try again or upload another one.")
+            finally:
+                _discard_upload(path)
+        return current, files_markdown(current), None
+
+    def clear(current):
+        _drop_files(current)
+        return current, files_markdown(current)
+
+    box.upload(add, [box, docs], [docs, listing, box], concurrency_id="upload", api_visibility="private")
+    remove.click(clear, [docs], [docs, listing], api_visibility="private", queue=False)
+    gr.context.Context.root_block.unload(_unload_files)
+    return docs
+
+
+def files_markdown(docs: SessionDocs | None) -> str:
+    """The visitor's files, as a short list under the upload box."""
+    if not docs or not docs.files:
+        return "No document of yours yet: questions are answered from the built-in sources only."
+    lines = [f"- {inert(f.name)}: {f.chunks} passage{'s' * (f.chunks != 1)}" for f in docs.files]
+    return "Your documents (searched with the sources, marked *Your document*):\n\n" + "\n".join(lines)
+
+
+def _drop_files(docs) -> None:
+    if isinstance(docs, SessionDocs):
+        docs.clear()
+
+
+def _unload_files(request: gr.Request) -> None:
+    """The tab was closed or reloaded: this session's files go now."""
+    _drop_files(_LIVE.pop(request.session_hash, None) if request is not None else None)
+
+
+def _discard_upload(path: str) -> None:
+    """Delete gradio's temporary copy of an upload: the text now lives in memory only."""
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 # --- the page -------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ Its hits carry `origin="upload"` and are cited like any source.
 
 Shortcuts taken on purpose:
 - Nothing is written to disk: the chunks and vectors live in this object, held in the visitor's
-  `gr.State` (medrag.upload_ui), and `clear()` drops them when the session ends.
+  `gr.State` (app.py's upload panel), and `clear()` drops them when the session ends.
 - The in-memory index is rebuilt at each added file: a few hundred chunks take milliseconds.
 - A file already added under the same name is refused, not replaced: "Remove my files" starts over.
 """

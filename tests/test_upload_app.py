@@ -15,7 +15,6 @@ from served import chromium, serve
 from test_session_docs import LEAFLET, QUESTION, pipeline  # noqa: F401  (the module's pipeline fixture)
 
 import app
-from medrag import upload_ui
 from medrag.ui import YOUR_DOCUMENT
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -91,7 +90,7 @@ def test_an_uploaded_document_is_cited_only_in_its_own_session(server, browser, 
     assert theirs.locator("#sources .your-doc").count() == 0
     assert "leaflet" not in theirs.locator("#sources").inner_text().lower()
 
-    held = [d for d in upload_ui._LIVE.values() if d.files]
+    held = [d for d in app._LIVE.values() if d.files]
     assert [f.name for d in held for f in d.files] == ["zorvatide-leaflet.pdf"]
     docs = held[0]
     mine.context.close()  # the session ends: its files are dropped (gradio notices the closed heartbeat)
