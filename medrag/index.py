@@ -51,7 +51,7 @@ from bm25s.stopwords import STOPWORDS_EN
 
 import medrag
 from medrag.embedder import cpu_threads, same_model
-from medrag.errors import ConfigError, IndexLoadError, IndexWriteError
+from medrag.errors import ConfigError, IndexLoadError, IndexWriteError, InputError
 from medrag.files import fsync, sha256_file, swap_into_place
 from medrag.types import Chunk
 
@@ -118,8 +118,14 @@ class VectorIndex:
             raise ValueError(f"embeddings have shape {vectors.shape}, expected ({len(chunks)}, {dim})")
         if not chunks:
             raise ValueError("no chunks to index: the corpus produced no text")
+        terms = [analyze(c.embed_text) for c in chunks]
+        if not any(terms):
+            raise InputError(
+                "the documents hold no words to search (only symbols, numbers or very common words): "
+                "add documents with text"
+            )
         bm25 = bm25s.BM25()  # bm25s' defaults: Lucene's variant, k1=1.5, b=0.75
-        bm25.index([analyze(c.embed_text) for c in chunks], show_progress=False)
+        bm25.index(terms, show_progress=False)
         manifest = {
             "format": FORMAT,
             "medrag_version": medrag.__version__,

@@ -37,7 +37,7 @@ from medrag.chunking import chunk_documents
 from medrag.config import PipelineConfig
 from medrag.documents import LOADERS, PDF_SECONDS, MiB, SkipFile, file_kind, normalise, read_regular, run_in_child
 from medrag.errors import InputError, missing_dependency
-from medrag.index import VectorIndex
+from medrag.index import VectorIndex, analyze
 from medrag.retriever import Retriever
 from medrag.types import Chunk, Document, Hit
 
@@ -110,8 +110,8 @@ class SessionDocs:
             overlap=self.config.chunk_overlap,
             count_tokens_batch=getattr(self.embedder, "count_tokens_batch", None),
         )
-        if not chunks:
-            raise InputError(f"{name}: no text to search in this file; upload one with text in it")
+        if not any(analyze(c.embed_text) for c in chunks):  # symbols only: nothing a keyword could find
+            raise InputError(f"{name}: no words to search in this file; upload one with text in it")
         clock.lap("chunk")
         vectors = self.embedder.embed([c.embed_text for c in chunks])
         clock.lap("embed")
