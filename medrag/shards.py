@@ -50,7 +50,7 @@ from medrag.disk_index import (
     train_ivfpq,
 )
 from medrag.documents import Document, SkippedFile, load_documents, normalise
-from medrag.errors import DocumentError, MedRAGError
+from medrag.errors import ConfigError, DocumentError, MedRAGError
 from medrag.files import fsync, sha256_file, swap_into_place
 from medrag.index import FORMAT, analyze, prepare_out
 from medrag.sections import chunk_section, chunk_topic
@@ -65,6 +65,7 @@ DOCS_PER_GROUP = 256  # documents chunked per tokenizer batch call (as medrag.ch
 EMBED_STEP = 2048  # texts per embed call inside a shard: progress (and its ETA) moves every ~30 s on CPU
 ADD_ROWS = 65_536  # vectors read and added to faiss at a time: 100 MB of float32
 TRAIN_MIN = 65_536  # training sample floor: enough for the 256 PQ centroids of every sub-quantiser
+MIN_ROWS = 2  # the fewest chunks faiss can train IVF-PQ on (require_rows)
 
 
 @dataclass
@@ -293,6 +294,7 @@ class ShardedBuild:
         import faiss
 
         n, path = self.rows, tmp / "vectors.f16.npy"
+        require_rows(n)
         nlist = nlist_for(n)
         size = min(n, max(TRAIN_MIN, TRAIN_PER_LIST * nlist))
         rows = np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
@@ -319,6 +321,15 @@ def _read_rows_at(path: Path, dim: int, rows: np.ndarray) -> np.ndarray:
             f.seek(base + int(r) * dim * 2)
             out[i] = np.frombuffer(f.read(dim * 2), dtype="<f2")
     return out
+
+
+def require_rows(n: int) -> None:
+    """faiss trains an IVF-PQ index's smallest quantisers (2 centroids) on 2 vectors at least."""
+    if n < MIN_ROWS:
+        raise ConfigError(
+            f"ivfpq needs at least {MIN_ROWS} chunks and these documents give {n}; it is meant for large corpora: "
+            "build with --index-type flat (or auto, which picks it)"
+        )
 
 
 def build_from_chunks(
@@ -452,6 +463,9 @@ def build_streaming(
     if not docs_seen:
         reasons = "; ".join(f"{s.path}: {s.reason}" for s in report.skipped[:5])
         raise MedRAGError(f"No documents could be read from {', '.join(map(str, paths))}. {reasons}".strip())
+    if build.rows < MIN_ROWS:
+        shutil.rmtree(build.work, ignore_errors=True)  # a handful of vectors: nothing worth keeping to resume
+        require_rows(build.rows)
     t1 = time.perf_counter()
     report.documents, report.chunks, report.shards = docs_seen, build.rows, len(build.shards)
     report.corpus_sha256 = digest.hexdigest()

@@ -92,6 +92,18 @@ def test_pipeline_and_evaluation_through_ivfpq_and_milvus(docs, tmp_path, embedd
     capsys.readouterr()
 
 
+@pytest.mark.parametrize(
+    ("index_type", "error"), [("flat", "no words to search"), ("ivfpq", "ivfpq needs at least 2 chunks")]
+)
+def test_a_corpus_without_words_or_too_small_is_refused_and_nothing_is_left(tmp_path, capsys, index_type, error):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "x.txt").write_text("a . a\n", encoding="utf-8")  # one chunk; no word BM25 could index, title too
+    assert index_builder.main(["--docs", str(docs), "--out", str(tmp_path / "index"), "--index-type", index_type]) == 2
+    assert error in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["docs"]  # no index, no work folder
+
+
 def test_milvus_without_its_package_names_the_pip_line(monkeypatch):
     import sys
 
