@@ -296,7 +296,8 @@ def wait_answered(page, question: str) -> None:
     from playwright.sync_api import expect
 
     share = page.locator("#share-link textarea, #share-link input").first
-    expect(share).to_have_value(re.compile(re.escape("?q=" + quote(question)) + "$"), timeout=30_000)
+    link = "?q=" + quote(question, safe="!*'()")  # as the page's encodeURIComponent writes it
+    expect(share).to_have_value(re.compile(re.escape(link) + "$"), timeout=30_000)
 
 
 def ask_in_page(page, question: str) -> None:
@@ -380,6 +381,8 @@ def test_browser_share_link_and_document_markdown_stay_inert(server, browser):
     page.goto(server + "?q=" + quote(INJECTION))
     page.locator('#chatbot [data-testid="bot"]').first.wait_for(timeout=30_000)
     page.locator("#chatbot .thinking").wait_for(state="detached", timeout=30_000)
+    share = page.locator("#share-link textarea, #share-link input").first
+    expect_value(share, re.compile(r"\?q=."))  # the linked question's event has ended: Ask is taken again
     user = page.locator('#chatbot [data-testid="user"]').first.inner_text()
     assert "![x](https://attacker.invalid/p.png) [Official advice](https://attacker.invalid/)" in user
     assert "mail@attacker.invalid" in user and "&#33;" in user
@@ -407,7 +410,7 @@ def test_browser_share_link_on_a_space_points_at_the_space_page(pipeline, browse
         page.close()
 
 
-def expect_value(locator, value: str) -> None:
+def expect_value(locator, value: str | re.Pattern) -> None:
     from playwright.sync_api import expect
 
     expect(locator).to_have_value(value)

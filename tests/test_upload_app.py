@@ -69,6 +69,7 @@ def test_an_uploaded_document_is_cited_only_in_its_own_session(server, browser, 
 
     upload(mine, empty)  # a bad file first: its message, and the session keeps working
     mine.get_by_text("empty.txt is empty (0 bytes)").first.wait_for(timeout=30_000)
+    mine.locator("#upload", has_text="empty.txt").wait_for(state="detached")  # its event has ended: the box is free
     upload(mine, pdf)
     mine.locator("#upload-files", has_text="zorvatide-leaflet.pdf").wait_for(timeout=120_000)
     limits = mine.locator("#upload-limits").inner_text()
