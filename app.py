@@ -135,6 +135,7 @@ class ChatTab:
     max_tokens: gr.Slider
     turns: gr.State  # this visitor's list[Turn]: what the chat shows and the follow-up questions lean on
     pending: gr.State  # the Turn being streamed (what has arrived so far), kept when the visitor presses Stop
+    interrupted: gr.Textbox  # "stop" or "clear", set in the browser by the button that cancelled the answer
     saved: gr.BrowserState  # the turns as JSON in the visitor's own browser: the conversation survives a reload
     export: gr.DownloadButton  # the conversation with its sources as a Markdown file
     vote: gr.State  # the visitor's latest Vote, until a reason is sent with it
@@ -150,7 +151,10 @@ class ChatTab:
 
     def outputs(self) -> list:
         """Every component a chat event may update: an event yields a dict of the ones it changes."""
-        return [self.chatbot, self.turns, self.pending, self.sources, self.box, self.last_q, self.saved, self.export]
+        return [
+            self.chatbot, self.turns, self.pending, self.sources, self.box, self.last_q, self.saved, self.export,
+            self.interrupted,
+        ]  # fmt: skip  (the /chat API returns the non-state ones in this order: new ones go last)
 
     def keep(self, turns: list[Turn]) -> dict:
         """The updates for a changed conversation: the session's turns, the browser's copy and the export."""
@@ -202,6 +206,7 @@ def chat_tab(pipeline: RAGPipeline) -> ChatTab:
         export = gr.DownloadButton("Export chat (.md)", size="sm", scale=0, min_width=150, elem_id="export")
     last_q = gr.Textbox(visible="hidden", elem_id="last-question")
     link_q = gr.Textbox(visible="hidden", elem_id="link-question")
+    interrupted = gr.Textbox(visible="hidden", elem_id="interrupted")
     with gr.Accordion("Settings", open=False):
         with gr.Row():
             top_k = gr.Slider(1, 10, value=min(max(cfg.top_k, 1), 10), step=1, label="Sources (top-k)")
@@ -219,7 +224,8 @@ def chat_tab(pipeline: RAGPipeline) -> ChatTab:
             )  # fmt: skip
     return ChatTab(
         chatbot, box, ask, stop, clear, share, copy, last_q, link_q, top_k, mode, temperature, max_tokens,
-        gr.State([]), gr.State(None), gr.BrowserState([], storage_key="medrag-conversation", secret=HISTORY_SECRET),
+        gr.State([]), gr.State(None), interrupted,
+        gr.BrowserState([], storage_key="medrag-conversation", secret=HISTORY_SECRET),
         export, gr.State(None), reason_row, reason, send_reason, user_docs,
     )  # fmt: skip
 
@@ -233,10 +239,10 @@ def answer_stream(pipeline: RAGPipeline, ui: ChatTab):
         try:
             question = check_question("" if question is None else question)
         except MedRAGError as e:
-            yield {ui.chatbot: shown}
+            yield {ui.chatbot: shown, ui.interrupted: ""}
             raise gr.Error(_toast(str(e))) from None
         pending = [*shown, {"role": "user", "content": inert(question)}, _assistant(THINKING)]
-        yield {ui.chatbot: pending, ui.box: "", ui.pending: Turn(question, "")}
+        yield {ui.chatbot: pending, ui.box: "", ui.pending: Turn(question, ""), ui.interrupted: ""}
         history = conversation.history(turns, pipeline.config.history_turns)
         answer, failed = None, {ui.chatbot: shown, ui.box: question, ui.pending: None}
         try:
@@ -301,9 +307,12 @@ def turn_events(run, ui: ChatTab):
         kept = turns[:-1]
         return {ui.chatbot: conversation.chat_messages(kept), **ui.keep(kept), ui.box: turns[-1].question}
 
-    def settle(turns, pending):
-        """After an answer event was cancelled (Stop), which closed the model's stream, or failed: keep what had
-        arrived, marked as stopped, and draw the chat from the kept turns. Called again, it adds nothing."""
+    def settle(turns, pending, interrupted):
+        """After an answer event was cancelled (Stop, New chat), which closed the model's stream, or failed.
+        Stopped: keep what had arrived, marked as stopped, and draw the chat from the kept turns; called again,
+        it adds nothing. Cleared: the chat stays empty (this runs after the cancelled event's last message)."""
+        if interrupted == "clear":
+            return {**new_chat(), ui.interrupted: ""}
         turns = list(turns or [])
         if pending is not None:
             pending.stopped = True
@@ -313,13 +322,24 @@ def turn_events(run, ui: ChatTab):
             return {ui.chatbot: conversation.chat_messages(turns)}
         return gr.skip()  # answered in full, or failed: the event's own last message stands
 
-    return retry, edit, undo, settle
+    def new_chat():
+        """Forget the conversation, here and in the browser."""
+        return {
+            ui.chatbot: [],
+            **ui.keep([]),
+            ui.pending: None,
+            ui.sources: sources_html(None),
+            ui.last_q: "",
+            ui.share: "",
+        }
+
+    return retry, edit, undo, settle, new_chat
 
 
 def wire_chat(demo: gr.Blocks, pipeline: RAGPipeline, ui: ChatTab, link: str, copy_link: str) -> None:
     """The Chat tab's events: ask (button, Enter, ?q= link), retry, edit, undo, stop, share link, clear."""
     run = answer_stream(pipeline, ui)
-    retry, edit, undo, settle = turn_events(run, ui)
+    retry, edit, undo, settle, new_chat = turn_events(run, ui)
     inputs = [ui.box, ui.chatbot, ui.turns, *ui.settings()]
     then_link = {"fn": None, "inputs": [ui.last_q], "outputs": [ui.share], "js": link, "api_visibility": "private"}
     # the chat event stays callable (undocumented) so tests and the bench can drive sessions; /ask is the API
@@ -338,28 +358,27 @@ def wire_chat(demo: gr.Blocks, pipeline: RAGPipeline, ui: ChatTab, link: str, co
             edit, [ui.turns, *ui.settings()], ui.outputs(), concurrency_id="answer", api_visibility="private"
         ),
     ]
-    # Stop cancels the answer event; the browser then runs the event's failure listeners, where `settle` keeps
-    # what had arrived. It is queued, so its message comes after the cancelled event's last ones on the one stream
+    # Stop and New chat cancel the answer event (and say which, in the browser); the browser then runs the
+    # event's failure listeners, where `settle` keeps what had arrived or leaves the chat empty. It is queued,
+    # so its message comes after the cancelled event's last ones on the session's one stream
     for event in answering:
-        event.failure(settle, [ui.turns, ui.pending], ui.outputs(), show_progress="hidden", api_visibility="private")
+        event.failure(
+            settle, [ui.turns, ui.pending, ui.interrupted], [*ui.outputs(), ui.share], show_progress="hidden",
+            api_visibility="private",
+        )  # fmt: skip
         event.then(**then_link)
     ui.chatbot.undo(undo, [ui.turns], ui.outputs(), api_visibility="private", queue=False)
-    ui.stop.click(None, None, None, cancels=answering, api_visibility="private", queue=False)
+    ui.stop.click(None, None, [ui.interrupted], js="() => 'stop'", cancels=answering, api_visibility="private")
     ui.copy.click(None, [ui.last_q], [ui.share], js=copy_link, api_visibility="private")
 
     def clear():
-        return {
-            ui.chatbot: [],
-            **ui.keep([]),
-            ui.pending: None,
-            ui.sources: sources_html(None),
-            ui.box: "",
-            ui.last_q: "",
-            ui.share: "",
-        }
+        return {**new_chat(), ui.box: ""}
 
-    for trigger in (ui.clear.click, ui.chatbot.clear):  # the chat's own trash button forgets the history too
-        trigger(clear, None, [*ui.outputs(), ui.share], api_visibility="private", queue=False)
+    # New chat, or the chat's own trash button: forgotten now, and again after an answer it cancelled
+    for trigger in (ui.clear.click, ui.chatbot.clear):
+        trigger(None, None, [ui.interrupted], js="() => 'clear'", cancels=answering, api_visibility="private").then(
+            clear, None, [*ui.outputs(), ui.share], api_visibility="private", queue=False
+        )
 
     def restore(saved):
         """The conversation this browser kept, shown again after a reload."""

@@ -680,6 +680,37 @@ def test_browser_stop_ends_the_answer_and_the_generation(paced_server, paced, br
         page.close()
 
 
+@pytest.mark.browser
+def test_browser_new_chat_mid_answer_ends_it_and_the_chat_stays_empty(paced_server, paced, browser):
+    model = paced.generator
+    model.pace = 0.3
+    page = open_page(browser, paced_server)
+    try:
+        ask_in_page(page, BLOOD_PRESSURE)  # an earlier turn, which New chat forgets too
+        page.locator("#question textarea").fill(ASTHMA)
+        page.locator("#ask").click()
+        page.locator('#chatbot [data-testid="bot"]', has_text="Asthma").wait_for(timeout=30_000)
+        closed = model.closed
+        page.locator("#clear").click()
+        deadline = time.monotonic() + 10
+        while model.closed == closed and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert model.closed == closed + 1  # the answer's stream was closed
+        time.sleep(1.5)  # what the answer had streamed, and its failure listener, have arrived by now
+        assert messages(page, "user") == [] and messages(page, "bot") == []
+        page.reload()  # and the browser's copy was forgotten too
+        page.get_by_role("tab", name="About").click()
+        page.locator("#status", has_text="How it works").wait_for(timeout=30_000)  # the page's load events ran
+        assert messages(page, "user") == []
+        model.pace = 0.03
+        page.get_by_role("tab", name="Chat").click()
+        ask_in_page(page, BLOOD_PRESSURE)
+        assert messages(page, "user") == [BLOOD_PRESSURE]
+    finally:
+        model.pace = 0.03
+        page.close()
+
+
 def test_exports_older_than_a_day_are_dropped_when_a_new_one_is_made(monkeypatch, tmp_path):
     from medrag.conversation import Turn
 
@@ -705,23 +736,26 @@ def test_an_upload_far_over_the_limit_is_refused_before_it_is_stored(server):
 
 def test_a_stopped_answer_is_kept_once_and_drawn_again_the_same(pipeline):
     """Stop cancels the answer event and the browser runs `settle`, its failure listener: what had arrived is
-    kept, marked as stopped; a second call adds nothing and draws the same chat."""
+    kept, marked as stopped; a second call adds nothing and draws the same chat. After New chat it stays empty."""
     import gradio as gr
 
     from medrag.conversation import Turn
 
     with gr.Blocks():
         ui = app.chat_tab(pipeline)
-    *_, settle = app.turn_events(lambda *a: iter(()), ui)
+    *_, settle, _ = app.turn_events(lambda *a: iter(()), ui)
     done, streaming = Turn("What is asthma?", "Asthma is a lung disease [1]."), Turn("And its causes?", "The causes")
-    first = settle([done], streaming)
+    first = settle([done], streaming, "stop")
     kept = first[ui.turns]
     assert [t.question for t in kept] == [done.question, streaming.question] and kept[-1].stopped
     assert first[ui.pending] is None and "Stopped before the answer was complete" in first[ui.chatbot][-1]["content"]
-    again = settle(kept, None)
+    again = settle(kept, None, "stop")
     assert set(again) == {ui.chatbot} and again[ui.chatbot] == first[ui.chatbot]
-    assert settle([done], None) == gr.skip()  # answered in full: the answer's own last message stands
-    assert settle([], None) == gr.skip()
+    assert settle([done], None, "") == gr.skip()  # failed: the answer's own last message stands
+    assert settle([], None, "") == gr.skip()
+    cleared = settle([done], Turn("And its causes?", "The causes"), "clear")  # New chat pressed mid-answer
+    assert cleared[ui.chatbot] == [] and cleared[ui.turns] == [] and cleared[ui.pending] is None
+    assert cleared[ui.interrupted] == "" and cleared[ui.share] == ""
 
 
 @pytest.mark.browser
