@@ -278,6 +278,19 @@ def open_page(browser, url: str):
     return page
 
 
+def until(done, seconds: float) -> None:
+    """Until `done()` is true or `seconds` have passed; the caller asserts what it waited for."""
+    deadline = time.monotonic() + seconds
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def wait_loaded(page) -> None:
+    """Until the page's load events have run: one of them fills the About tab's status."""
+    page.get_by_role("tab", name="About").click()
+    page.locator("#status", has_text="How it works").wait_for(timeout=30_000)
+
+
 def ask_urgent_then_unanswerable(page):
     """From the Chat tab: an emergency (answered with the urgent message), then a question the sources cannot answer."""
     page.get_by_role("tab", name="Chat").click()
@@ -443,8 +456,7 @@ def test_browser_page_view_without_question_takes_no_answer_slot(pipeline, brows
             busy = client(url).submit(ASTHMA, [], 5, "hybrid", 0.2, 512, api_name="/chat")  # holds the slot
             assert gated.entered.wait(30)
             page = open_page(browser, url)
-            page.get_by_role("tab", name="About").click()
-            page.locator("#status", has_text="How it works").wait_for(timeout=30_000)  # the page's load events ran
+            wait_loaded(page)
             waiting = client(url).submit(BLOOD_PRESSURE, 5, "hybrid", api_name="/ask")  # the one that may wait
             gated.go.set()
             assert waiting.result(timeout=60)["sources"][0]["doc_id"] == "high-blood-pressure"
@@ -633,9 +645,7 @@ def test_browser_retry_and_edit_replace_the_last_answer(paced_server, paced, bro
     before, words = paced.generator.made, len(messages(page, "bot")[0].split())
     page.locator('#chatbot [data-testid="bot"]').last.hover()
     page.locator('#chatbot button[aria-label="Retry"]').click()
-    deadline = time.monotonic() + 30
-    while paced.generator.made < before + words // 2 and time.monotonic() < deadline:  # the answer is made again
-        time.sleep(0.1)
+    until(lambda: paced.generator.made >= before + words // 2, 30)  # the answer is made again
     assert paced.generator.made >= before + words // 2
     page.locator('#chatbot [data-testid="bot"] a', has_text="[1]").first.wait_for(timeout=30_000)
     assert messages(page, "user") == [ASTHMA] and len(messages(page, "bot")) == 1  # asked again, in place
@@ -665,9 +675,7 @@ def test_browser_stop_ends_the_answer_and_the_generation(paced_server, paced, br
         closed = model.closed
         page.locator("#stop").click()
         page.locator("#chatbot", has_text="Stopped before the answer was complete").wait_for(timeout=10_000)
-        deadline = time.monotonic() + 10
-        while model.closed == closed and time.monotonic() < deadline:
-            time.sleep(0.1)
+        until(lambda: model.closed > closed, 10)
         assert model.closed == closed + 1  # the model's stream was closed, not left running
         made = model.made
         time.sleep(1.0)
@@ -692,15 +700,12 @@ def test_browser_new_chat_mid_answer_ends_it_and_the_chat_stays_empty(paced_serv
         page.locator('#chatbot [data-testid="bot"]', has_text="Asthma").wait_for(timeout=30_000)
         closed = model.closed
         page.locator("#clear").click()
-        deadline = time.monotonic() + 10
-        while model.closed == closed and time.monotonic() < deadline:
-            time.sleep(0.1)
+        until(lambda: model.closed > closed, 10)
         assert model.closed == closed + 1  # the answer's stream was closed
         time.sleep(1.5)  # what the answer had streamed, and its failure listener, have arrived by now
         assert messages(page, "user") == [] and messages(page, "bot") == []
         page.reload()  # and the browser's copy was forgotten too
-        page.get_by_role("tab", name="About").click()
-        page.locator("#status", has_text="How it works").wait_for(timeout=30_000)  # the page's load events ran
+        wait_loaded(page)
         assert messages(page, "user") == []
         model.pace = 0.03
         page.get_by_role("tab", name="Chat").click()
@@ -779,8 +784,7 @@ def test_browser_reload_keeps_the_conversation_and_export_carries_its_sources(pa
     page.locator('#chatbot [data-testid="bot"]').first.wait_for(state="detached")
     page.reload()
     page.locator("#question textarea").wait_for()
-    page.get_by_role("tab", name="About").click()
-    page.locator("#status", has_text="How it works").wait_for(timeout=30_000)  # the page's load events ran
+    wait_loaded(page)
     assert messages(page, "user") == []
     page.close()
 
