@@ -150,11 +150,12 @@ class ChatTab:
         return [self.top_k, self.mode, self.temperature, self.max_tokens, self.user_docs]
 
     def outputs(self) -> list:
-        """Every component a chat event may update: an event yields a dict of the ones it changes."""
+        """Every component a chat event may update: an event yields a dict of the ones it changes. The /chat
+        API returns the ones that are not state in this order, so a new one goes last."""
         return [
             self.chatbot, self.turns, self.pending, self.sources, self.box, self.last_q, self.saved, self.export,
             self.interrupted,
-        ]  # fmt: skip  (the /chat API returns the non-state ones in this order: new ones go last)
+        ]  # fmt: skip
 
     def keep(self, turns: list[Turn]) -> dict:
         """The updates for a changed conversation: the session's turns, the browser's copy and the export."""
