@@ -67,6 +67,7 @@ EXPORTS = Path(tempfile.gettempdir()) / "medrag-exports"  # the Export button's 
 CACHE_AGE = 24 * 3600  # seconds an export (ours and gradio's copy) or an uploaded file's copy is kept
 UPLOAD_IDLE = 2 * 3600  # seconds: a visitor's own files outlive no session left open and idle this long
 _LIVE: weakref.WeakValueDictionary[str, SessionDocs] = weakref.WeakValueDictionary()  # session -> its files
+_exports_checked = 0.0  # when old exports were last looked for (time.time())
 EXAMPLES = [
     "What are the symptoms of asthma?",
     "How can I lower my blood pressure?",
@@ -398,15 +399,25 @@ def export_file(turns: list[Turn]) -> str | None:
     if not turns:
         return None
     EXPORTS.mkdir(parents=True, exist_ok=True)
-    for old in EXPORTS.iterdir():  # gradio serves a copy from its cache; ours are kept a day, then dropped
-        try:
-            if time.time() - old.stat().st_mtime > CACHE_AGE:
-                shutil.rmtree(old, ignore_errors=True)
-        except OSError:
-            continue  # another session dropped it meanwhile
+    _drop_old_exports()
     path = Path(tempfile.mkdtemp(dir=EXPORTS)) / "medrag-conversation.md"
     path.write_text(conversation.export_markdown(turns), encoding="utf-8")
     return str(path)
+
+
+def _drop_old_exports() -> None:
+    """Our exports older than a day (gradio serves its own copy): looked for once an hour, not on every answer."""
+    global _exports_checked
+    now = time.time()
+    if now - _exports_checked < 3600:
+        return
+    _exports_checked = now
+    for old in EXPORTS.iterdir():
+        try:
+            if now - old.stat().st_mtime > CACHE_AGE:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            continue  # another session dropped it meanwhile
 
 
 def wire_feedback(ui: ChatTab, store: FeedbackStore) -> None:

@@ -716,14 +716,19 @@ def test_browser_new_chat_mid_answer_ends_it_and_the_chat_stays_empty(paced_serv
         page.close()
 
 
-def test_exports_older_than_a_day_are_dropped_when_a_new_one_is_made(monkeypatch, tmp_path):
+def test_exports_older_than_a_day_are_dropped_when_a_new_one_is_made_an_hour_on(monkeypatch, tmp_path):
     from medrag.conversation import Turn
 
+    turns = [Turn("What is asthma?", "Asthma is a lung disease [1].")]
     monkeypatch.setattr(app, "EXPORTS", tmp_path / "exports")
-    first = Path(app.export_file([Turn("What is asthma?", "Asthma is a lung disease [1].")]))
+    monkeypatch.setattr(app, "_exports_checked", 0.0)
+    first = Path(app.export_file(turns))
     old = time.time() - app.CACHE_AGE - 60
     os.utime(first.parent, (old, old))
-    second = Path(app.export_file([Turn("What is asthma?", "Asthma is a lung disease [1].")]))
+    Path(app.export_file(turns))
+    assert first.parent.exists()  # looked for once an hour, not on every answer
+    monkeypatch.setattr(app, "_exports_checked", time.time() - 3601)
+    second = Path(app.export_file(turns))
     assert not first.parent.exists() and second.read_text(encoding="utf-8").startswith("#")
     assert app.export_file([]) is None
 
